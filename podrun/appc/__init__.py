@@ -1,0 +1,1 @@
+"""appc: the App Container types, image/pod manifests, JSON Schemas and the ACI format."""

@@ -1,0 +1,1 @@
+"""convert: Docker/OCI images to ACIs (registry v2, OCI layout, docker-archive)."""

@@ -1,0 +1,1 @@
+"""discovery: appc meta discovery, image reference parsing, HTTP session and auth."""

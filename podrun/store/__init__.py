@@ -1,0 +1,1 @@
+"""store: the content-addressed image store (blobs, sqlite index, rendered trees, locks)."""
