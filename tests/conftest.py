@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ("tests.gpgutil",)
+
 IS_ROOT = os.geteuid() == 0
 REPO = Path(__file__).resolve().parent.parent
 

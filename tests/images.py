@@ -74,3 +74,29 @@ def image_dir(root: Path, name: str, version: str = "1.0.0",
 def actool_validate(path: Path) -> subprocess.CompletedProcess[str]:
     """Run Debian's ``actool validate`` on a manifest or ACI file."""
     return subprocess.run(["actool", "validate", str(path)], capture_output=True, text=True)
+
+
+def tiny_aci(root: Path, name: str, version: str = "1.0.0", *,
+             files: dict[str, bytes] | None = None, busybox: bool = False,
+             exec_: list[str] | None = None, compress: bool = True,
+             **extra: Any) -> Path:
+    """Build ``root/<name-version>.aci`` with ``podrun.appc.aci.build_aci``.
+
+    ``files`` maps rootfs-relative paths to contents; ``busybox`` adds a busybox rootfs.
+    """
+    from podrun.appc.aci import build_aci
+
+    safe = name.replace("/", "_")
+    src = root / f"{safe}-{version}.src"
+    rootfs = src / "rootfs"
+    rootfs.mkdir(parents=True, exist_ok=True)
+    if busybox:
+        busybox_rootfs(rootfs)
+    for rel, data in (files or {}).items():
+        p = rootfs / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    (src / "manifest").write_text(json.dumps(manifest(name, version, exec_, **extra)))
+    out = root / f"{safe}-{version}.aci"
+    build_aci(src, out, compress=compress, overwrite=True)
+    return out

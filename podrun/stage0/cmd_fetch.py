@@ -1,4 +1,48 @@
-"""placeholder"""
+"""``podrun fetch IMAGE…``: get images into the store and print their IDs."""
 
-def register(sub):
-    pass
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from podrun.stage0.context import Context
+
+
+def add_fetch_flags(p: argparse.ArgumentParser) -> None:
+    """Flags shared by every command that may fetch (fetch, prepare, run)."""
+    p.add_argument("--pull-policy", default="new", choices=("new", "update", "never"),
+                   help="new: use a stored copy when there is one (default); update: ask the "
+                        "server again once its max-age ran out (ETag); never: store only")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from podrun.stage0.cli import add_command
+
+    p = add_command(sub, "fetch", "fetch images into the store and print their image IDs",
+                    func=run,
+                    epilog="IMAGE: a file (./x.aci, file:///…/x.aci), an https:// URL, an "
+                           "image ID, or NAME[:VERSION][,LABEL=VALUE…] already in the store. "
+                           "The signature is looked for beside the image (IMAGE.asc).")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--signature", type=Path, metavar="FILE",
+                   help="detached signature to verify the (single) image with")
+    add_fetch_flags(p)
+    p.add_argument("--full", action="store_true", help="accepted for rkt compatibility; "
+                   "image IDs are always printed in full")
+
+
+def run(ctx: Context, args: argparse.Namespace) -> int:
+    from podrun.errors import UsageError
+    from podrun.stage0.fetch import Fetcher, FetchOptions
+    from podrun.store.store import Store
+
+    if args.signature and len(args.images) > 1:
+        raise UsageError("--signature applies to one image; give one IMAGE")
+    store = Store(ctx.data_dir, verify_on_render=not ctx.insecure.ondisk)
+    fetcher = Fetcher(ctx, store, FetchOptions(signature=args.signature,
+                                               pull_policy=args.pull_policy))
+    for ref in args.images:
+        print(fetcher.fetch(ref), flush=True)
+    return 0
