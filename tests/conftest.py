@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ("tests.gpgutil",)
+pytest_plugins = ("tests.gpgutil", "tests.cgrouputil", "tests.podutil")
 
 IS_ROOT = os.geteuid() == 0
 REPO = Path(__file__).resolve().parent.parent

@@ -6,7 +6,6 @@ everything (asserting it is gone) even when the test fails."""
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -20,10 +19,10 @@ from podrun.stage2 import cgroups
 from podrun.stage2.cgroups import CgroupError, Resources
 from podrun.stage2.cgroups.v2 import cpu as v2cpu
 from podrun.stage2.cgroups.v2.manager import V2Manager
+from tests.cgrouputil import HIER, V1_CTRLS
+from tests.cgrouputil import roots as _roots
 
-HIER = cgroups.detect()
 MIB = 1 << 20
-V1_CTRLS = ("memory", "cpu", "pids", "freezer")
 
 MOUNTINFO = """\
 25 30 0:23 / /sys/fs/cgroup ro,nosuid shared:9 - tmpfs tmpfs ro,mode=755
@@ -33,52 +32,6 @@ MOUNTINFO = """\
 29 25 0:27 /kubepods /sys/fs/cgroup/memory rw shared:13 - cgroup cgroup rw,memory
 30 25 0:28 / /sys/fs/cgroup/my\\040pids rw shared:14 - cgroup cgroup rw,pids
 """
-
-
-def _roots() -> list[Path]:
-    roots = [HIER.v1[c].mountpoint for c in V1_CTRLS if c in HIER.v1]
-    if HIER.v2 is not None:
-        roots.append(HIER.v2.mountpoint)
-    return roots
-
-
-def _wipe(d: Path) -> None:
-    """Kill what is left in *d* (only our test processes can be there) and remove it."""
-    deadline = time.monotonic() + 10
-    while d.exists():
-        for pid in cgroups.common.procs(d):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        for sub in sorted((p for p in d.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-            try:
-                sub.rmdir()
-            except OSError:
-                pass
-        try:
-            d.rmdir()
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
-@pytest.fixture
-def test_parent() -> Iterator[str]:
-    """``/podrun-test-<rand>`` created at the root of each hierarchy; removed after."""
-    name = f"podrun-test-{secrets.token_hex(4)}"
-    made = []
-    try:
-        for root in _roots():
-            (root / name).mkdir()
-            made.append(root / name)
-        yield "/" + name
-    finally:
-        for d in made:
-            _wipe(d)
-        for d in made:
-            assert not d.exists(), f"{d} left behind"
 
 
 @pytest.fixture

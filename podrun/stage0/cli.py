@@ -27,7 +27,14 @@ COMMAND_MODULES: tuple[str, ...] = (
     "podrun.stage0.cmd_fetch",
     "podrun.stage0.cmd_image",
     "podrun.stage0.cmd_trust",
+    "podrun.stage0.cmd_run",
+    "podrun.stage0.cmd_pods",
 )
+
+# Commands whose arguments podrun parses itself (rkt's position-sensitive app flags):
+# argparse sees only what comes before the command word; the rest goes to ``args.rest``.
+RAW_COMMANDS = ("run", "prepare")
+_GLOBAL_VALUE_FLAGS = ("--dir", "--local-config", "--system-config", "--insecure-options")
 
 CommandFunc = Callable[[Any, argparse.Namespace], int]
 
@@ -89,15 +96,39 @@ def build_parser() -> Parser:
     return parser
 
 
+def split_raw(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """Split ``argv`` after a raw command word (see RAW_COMMANDS)."""
+    i = 0
+    while i < len(argv):
+        tok = argv[i]
+        if tok in _GLOBAL_VALUE_FLAGS:
+            i += 2
+            continue
+        if tok.startswith("-"):
+            i += 1
+            continue
+        if tok in RAW_COMMANDS:
+            rest = argv[i + 1:]
+            if any(t in ("-h", "--help") for t in rest[:1]):
+                return argv, None
+            return argv[: i + 1], rest
+        return argv, None
+    return argv, None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from podrun.stage0.context import Context
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    head, rest = split_raw(argv)
+    args = parser.parse_args(head)
+    if rest is not None:
+        args.rest = rest
     if not getattr(args, "func", None):
         if getattr(args, "command", None):
             # A command group (e.g. ``podrun image``) given without its subcommand.
-            parser.parse_args([*(argv if argv is not None else sys.argv[1:]), "--help"])
+            parser.parse_args([*argv, "--help"])
         parser.print_help(sys.stderr)
         return EXIT_ERROR
     try:
