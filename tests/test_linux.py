@@ -207,3 +207,22 @@ def test_pidfd_send_signal() -> None:
     finally:
         p.kill()
         p.wait()
+
+
+def test_generated_cffi_modules_match_declarations() -> None:
+    """The committed out-of-line modules are what _build.py makes from _ffi.py today."""
+    from pathlib import Path
+
+    from podrun.linux import _build
+
+    for name in _build.MODULES:
+        committed = (Path(_build.HERE) / f"{name}.py").read_text()
+        assert committed == _build.generate(name), f"regenerate {name}: python -m podrun.linux._build"
+
+
+def test_libc_loads_without_pycparser() -> None:
+    code = ("import sys; from podrun.linux import _ffi; _ffi.libc(); _ffi.libseccomp(); "
+            "print('pycparser' in sys.modules, 'cffi.cparser' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.split() == ["False", "False"]

@@ -1,7 +1,10 @@
 """Lazily built cffi handles for libc and libseccomp (ABI mode, no compiler needed).
 
 The ``FFI`` objects are created on first use and cached, so importing
-:mod:`podrun.linux` costs one small module and no ``dlopen``.
+:mod:`podrun.linux` costs one small module and no ``dlopen``. They come from the
+out-of-line modules ``_libc_ffi``/``_seccomp_ffi`` generated from the declarations
+below by ``_build.py`` (no pycparser at run time); if those cannot be loaded (a cffi
+too different from the one that generated them), the declarations are parsed here.
 """
 
 from __future__ import annotations
@@ -55,23 +58,29 @@ void free(void *ptr);
 """
 
 
+def _ffi(module: str, cdef: str) -> Any:
+    try:
+        mod = __import__(f"podrun.linux.{module}", fromlist=["ffi"])
+        return mod.ffi
+    except Exception:  # noqa: BLE001 - any mismatch: parse the declarations instead
+        import cffi
+
+        ffi = cffi.FFI()
+        ffi.cdef(cdef)
+        return ffi
+
+
 @functools.cache
 def libc() -> tuple[Any, Any]:
     """Return ``(ffi, lib)`` for the C library of this process."""
-    import cffi
-
-    ffi = cffi.FFI()
-    ffi.cdef(_LIBC_CDEF)
+    ffi = _ffi("_libc_ffi", _LIBC_CDEF)
     return ffi, ffi.dlopen(None)
 
 
 @functools.cache
 def libseccomp() -> tuple[Any, Any]:
     """Return ``(ffi, lib)`` for the system libseccomp (``libseccomp.so.2``)."""
-    import cffi
-
-    ffi = cffi.FFI()
-    ffi.cdef(_SECCOMP_CDEF)
+    ffi = _ffi("_seccomp_ffi", _SECCOMP_CDEF)
     try:
         lib = ffi.dlopen("libseccomp.so.2")
     except OSError as e:
