@@ -10,8 +10,9 @@ pod's exit code.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
     from podrun.stage0.context import Context
@@ -66,6 +67,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="command and arguments (default /bin/sh)")
 
 
+def quick_exit(code: int) -> NoReturn:
+    """Leave as soon as the pod is done: nothing is left to tear down in-process, and
+    unwinding the interpreter would only delay the exit code a service manager waits for."""
+    import os
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def _parse(ctx: Context, args: argparse.Namespace) -> tuple[Context, object]:
     from podrun.stage0.context import Context as Ctx
     from podrun.stage0.runargs import parse
@@ -108,7 +119,7 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
     ctx, ra = _parse(ctx, args)
     pod = prepare(ctx, ra)  # type: ignore[arg-type]
     _save_uuid(ra, pod.uuid)
-    return start_pod(ctx, pod)
+    quick_exit(start_pod(ctx, pod))
 
 
 def cmd_run_prepared(ctx: Context, args: argparse.Namespace) -> int:
@@ -134,7 +145,7 @@ def cmd_run_prepared(ctx: Context, args: argparse.Namespace) -> int:
         overrides["interactive"] = True
     if args.net:
         overrides["net"] = args.net
-    return start_pod(ctx, pod, overrides)
+    quick_exit(start_pod(ctx, pod, overrides))
 
 
 def cmd_enter(ctx: Context, args: argparse.Namespace) -> int:

@@ -267,7 +267,7 @@ class Pod:
     def manifest(self) -> PodManifest:
         from podrun.appc.manifest import PodManifest
 
-        return PodManifest.from_json(self.manifest_bytes())
+        return PodManifest.from_json(self.manifest_bytes(), trusted=True)
 
     def app_names(self) -> list[str]:
         """App names in manifest order ([] while the manifest is not written)."""

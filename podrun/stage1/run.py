@@ -115,11 +115,14 @@ class PodCgroups:
         except Exception:  # noqa: BLE001 - stats are best effort at the end
             return False
 
-    def destroy(self) -> None:
-        try:
-            self.pod.kill_all()
-        except Exception:  # noqa: BLE001
-            pass
+    def destroy(self, *, kill: bool = True) -> None:
+        """Remove the cgroups; ``kill=False`` when the pod init is known dead (its pid
+        namespace, and so every process of the pod, died with it)."""
+        if kill:
+            try:
+                self.pod.kill_all()
+            except Exception:  # noqa: BLE001
+                pass
         self.pod.destroy()
 
 
@@ -193,7 +196,7 @@ def run(argv: list[str]) -> int:
             write_status(app_dir, st)
         statuses.append(st)
     try:
-        cgroups.destroy()
+        cgroups.destroy(kill=False)
     except PodError as err:
         print(f"podrun: warning: {err} (podrun gc will retry)", file=sys.stderr)
     code = pod_exit_code(statuses)

@@ -6,7 +6,8 @@ mounts the stage1 rootfs (overlay of the stage1 tree, upper dir in the pod dir) 
 binds into it, read-only unless said otherwise:
 
 - what its interpreter needs: ``/usr``, Python's prefixes and podrun's own package;
-- the pod dir at ``/opt/podrun/pod`` (read-write: status files, app upper dirs);
+- the pod dir at ``/opt/podrun/pod`` (read-write: status files, app upper dirs;
+  ``nodev,nosuid``, which the apps' empty volumes inherit);
 - each app's rendered tree at ``/opt/podrun/trees/<key>/rootfs``;
 - each host volume at ``/opt/podrun/volumes/<name>`` (its ``readOnly`` kept);
 - a ``/dev`` tmpfs with null, zero, full, random, urandom and tty, and a ``/proc`` of
@@ -46,7 +47,10 @@ def _mkdirs(path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True)
 
 
-def _bind(src: str, dest: Path, *, read_only: bool, recursive: bool = True) -> None:
+def _bind(src: str, dest: Path, *, read_only: bool, recursive: bool = True,
+          extra: int = 0) -> None:
+    """Bind ``src`` at ``dest``; ``read_only`` (implies nosuid) and ``extra`` mount flags
+    are applied by a remount of the new bind."""
     if os.path.isdir(src):
         _mkdirs(dest)
     else:
@@ -56,7 +60,9 @@ def _bind(src: str, dest: Path, *, read_only: bool, recursive: bool = True) -> N
     flags = c.MS_BIND | (c.MS_REC if recursive else 0)
     mount(src, dest, None, flags)
     if read_only:
-        mount(None, dest, None, c.MS_BIND | c.MS_REMOUNT | c.MS_RDONLY | c.MS_NOSUID
+        extra |= c.MS_RDONLY | c.MS_NOSUID
+    if extra:
+        mount(None, dest, None, c.MS_BIND | c.MS_REMOUNT | extra
               | (c.MS_REC if recursive else 0))
 
 
@@ -84,7 +90,11 @@ def enter(pod_dir: Path, info: dict[str, Any], manifest: dict[str, Any]) -> None
     root = mount_stage1_rootfs(pod_dir, info)
     for p in interpreter_paths():
         _bind(p, root / p.lstrip("/"), read_only=True)
-    _bind(str(pod_dir), root / "opt/podrun/pod", read_only=False, recursive=False)
+    # nodev, nosuid: the apps' empty volumes are bind mounts of pod-dir subdirs and
+    # inherit these flags, so a device node an app makes there (CAP_MKNOD is in appc's
+    # default set; podrun has no device cgroup) cannot be opened, nor a setuid file used.
+    _bind(str(pod_dir), root / "opt/podrun/pod", read_only=False, recursive=False,
+          extra=c.MS_NODEV | c.MS_NOSUID)
     for app in info["apps"].values():
         _bind(str(Path(app["tree"]) / "rootfs"),
               root / "opt/podrun/trees" / app["tree_key"] / "rootfs", read_only=True,

@@ -24,6 +24,7 @@ TREES_IN = "/opt/podrun/trees"
 VOLUMES_IN = "/opt/podrun/volumes"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PIDS_LIMIT = "podrun.io/pids-limit"
+SETID_CAPS = frozenset({6, 7})  # CAP_SETGID, CAP_SETUID
 
 
 def isolators(app: dict[str, Any]) -> dict[str, Any]:
@@ -80,6 +81,10 @@ def caps_and_seccomp(app: dict[str, Any]) -> tuple[set[int], Any, bool]:
     except ValueError as err:
         raise PodError(f"seccomp: {err}") from None
     nnp = bool(iso.get("os/linux/no-new-privileges"))
+    if not SETID_CAPS <= caps:
+        # A setuid/setgid file must give nothing the isolators did not grant (DESIGN):
+        # an app that cannot change its own ids may not gain them by exec either.
+        nnp = True
     return caps, filt, nnp
 
 
