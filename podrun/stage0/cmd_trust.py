@@ -27,11 +27,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import EllipsisType
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from podrun.errors import TrustError, UsageError
-from podrun.stage0.context import Context
-from podrun.stage0.trust import TrustedKey, TrustStore, check_prefix, fingerprint_of
+
+if TYPE_CHECKING:
+    from podrun.stage0.context import Context
+    from podrun.stage0.trust import TrustedKey
 
 ACTIONS = ("list", "rm")
 
@@ -111,6 +113,8 @@ def add_keys(ctx: Context, prefix: str | None, files: Sequence[KeySource], *,
     ``skip_review`` is false; a declined key is skipped (rkt). Stored paths go to
     ``out`` (stdout), the review text to ``err`` (stderr).
     """
+    from podrun.stage0.trust import TrustStore, check_prefix
+
     stdin = stdin or sys.stdin
     out = out or sys.stdout
     err = err or sys.stderr
@@ -133,6 +137,8 @@ def add_keys(ctx: Context, prefix: str | None, files: Sequence[KeySource], *,
 
 
 def _read_source(src: KeySource) -> tuple[str, bytes, list[tuple[str, list[str]]]]:
+    from podrun.stage0.trust import fingerprint_of
+
     if isinstance(src, tuple):
         label, data = src
     else:
@@ -177,6 +183,8 @@ def _confirm(stdin: TextIO, err: TextIO, prefix: str | None) -> bool:
 
 
 def _list(ctx: Context, args: argparse.Namespace, extra: list[str]) -> int:
+    from podrun.stage0.trust import TrustStore
+
     if extra:
         raise UsageError(f"trust list: unexpected argument {extra[0]!r}")
     if args.prefix is not None or args.root:
@@ -195,6 +203,8 @@ def _list(ctx: Context, args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def _rm(ctx: Context, args: argparse.Namespace, extra: list[str]) -> int:
+    from podrun.stage0.trust import TrustStore
+
     if len(extra) != 1:
         raise UsageError("trust rm: give exactly one FINGERPRINT")
     store = TrustStore(ctx.local_config, ctx.system_config)

@@ -81,20 +81,37 @@ class Fetcher:
         if kind == "id":
             return self.store.resolve_id(ref)
         if kind == "docker":
-            raise FetchError(f"{ref}: docker:// images are not supported yet")
+            return self.fetch_docker(ref)
         name, labels = parse_image_string(ref)
         return self.fetch_name(name, labels, ref)
 
     def fetch_name(self, name: str, labels: dict[str, str], ref: str | None = None) -> str:
-        """An image by name: from the store; appc discovery is not available yet."""
+        """An image by name: from the store (pull policy ``new``/``never``), else by
+        appc discovery (``podrun.discovery``)."""
         found = self.store.find(name, labels)
-        if found:
+        if found and self.opts.pull_policy != "update":
             return found[0].id
         shown = ref or name
         if self.opts.pull_policy == "never":
+            if found:
+                return found[0].id
             raise NotFoundError(f"image {shown} not found in the store (--pull-policy=never)")
-        raise NotFoundError(f"image {shown} not found in the store, and fetching by name "
-                            "(appc discovery) is not available yet: fetch it by file or URL")
+        try:
+            from podrun.discovery.fetch import fetch_by_discovery
+        except ImportError:
+            if found:
+                return found[0].id
+            raise NotFoundError(f"image {shown} not found in the store, and fetching by "
+                                "name (appc discovery) is not available") from None
+        return fetch_by_discovery(self, name, labels)
+
+    def fetch_docker(self, ref: str) -> str:
+        """A ``docker://`` reference: fetched from a registry and converted (podrun.convert)."""
+        try:
+            from podrun.convert.fetch import fetch_docker
+        except ImportError:
+            raise FetchError(f"{ref}: docker:// images are not supported yet") from None
+        return fetch_docker(self, ref)
 
     # local files ------------------------------------------------------------
     def fetch_file(self, path: Path) -> str:
