@@ -221,6 +221,8 @@ class Store:
         """The ordered image IDs a tree of ``image_id`` is made of: deps first, self last."""
         if image_id in _seen:
             raise ImageError(f"dependency cycle through image {short_id(image_id)}")
+        if not self.get(image_id).manifest.get("dependencies"):
+            return [image_id]  # the common case, without parsing the manifest
         out: list[str] = []
         for i, dep in enumerate(self.manifest(image_id).dependencies):
             dep_id = self.resolve_dependency(dep, f"{self.get(image_id).name} dependencies[{i}]")
