@@ -240,13 +240,13 @@ def cmd_stop(ctx: Context, args: argparse.Namespace) -> int:
     from podrun.stage0.pods import RUNNING
 
     def stop(store: PodStore, pod: Pod) -> None:
-        from podrun.stage1.stop import stop_pod
+        from podrun.stage0.launch import call_entrypoint
 
         state = pod.state()
         if state != RUNNING:
             raise PodError(f"pod {pod.uuid} is not running (state {state})")
         try:
-            stop_pod(pod.path, args.force)
+            call_entrypoint(pod.path, "stop", [*(["--force"] if args.force else []), pod.uuid])
         except FileNotFoundError:
             raise PodError(f"pod {pod.uuid} is not running") from None
 

@@ -108,3 +108,42 @@ def enter_pod(ctx: Context, pod: Pod, app: str | None, cmd: list[str]) -> int:
     env = dict(os.environ, PODRUN_PYTHON=sys.executable, PODRUN_DIR=str(ctx.data_dir))
     os.execve(path, [str(path), *argv], env)
     raise AssertionError("unreachable")
+
+
+def _stage1_info(pod_path: Path) -> dict[str, Any] | None:
+    import json
+
+    try:
+        return json.loads((pod_path / "pod.json").read_text()).get("stage1")
+    except (OSError, ValueError):
+        return None
+
+
+def call_entrypoint(pod_path: Path, kind: str, args: list[str]) -> None:
+    """Run a pod's stage1 ``stop`` or ``gc`` entrypoint with cwd = the pod dir.
+
+    podrun's own flavors (and pods whose stage1 is unknown, e.g. an aborted prepare)
+    are served in-process; a third-party flavor's entrypoint is executed, and a
+    non-zero exit is an error naming it.
+    """
+    s1 = _stage1_info(pod_path)
+    rel = (s1 or {}).get("entrypoints", {}).get(kind)
+    if s1 is None or s1.get("builtin") or rel is None:
+        if kind == "gc":
+            from podrun.stage1.gc import gc_pod
+
+            gc_pod(pod_path)
+        else:
+            from podrun.stage1.stop import stop_pod
+
+            stop_pod(pod_path, "--force" in args)
+        return
+    import subprocess
+
+    path = Path(s1["tree"]) / "rootfs" / rel.lstrip("/")
+    env = dict(os.environ, PODRUN_PYTHON=sys.executable)
+    proc = subprocess.run([str(path), *args], cwd=pod_path, env=env, capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+        detail = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+        raise PodError(f"stage1 {kind} entrypoint of pod {pod_path.name} failed: {detail}")

@@ -553,7 +553,10 @@ class PodStore:
     @staticmethod
     def _sweep_locked(pod: Pod, log: Log, teardown: Teardown | None) -> None:
         if teardown is None:
-            from podrun.stage1.gc import gc_pod as teardown
+            from podrun.stage0.launch import call_entrypoint
+
+            def teardown(path: Path) -> None:
+                call_entrypoint(path, "gc", [path.name])
         try:
             teardown(pod.path)
         except Exception as e:

@@ -214,3 +214,9 @@ def gc_pod(pod_dir: Path) -> None:
             errors.append(str(e))
     if errors:
         raise PodError(f"gc of pod {pod_dir.name}: {'; '.join(errors)}")
+
+
+def main(argv: list[str]) -> int:
+    """The gc entrypoint: ``UUID``, cwd = the pod dir (which stage0 deletes afterwards)."""
+    gc_pod(Path.cwd())
+    return 0

@@ -97,3 +97,10 @@ def stop_pod(pod_dir: Path, force: bool) -> None:
                         "the pod's init")
     else:
         signal_recorded(rt.get("pid"), rt.get("pid_starttime"), signal.SIGTERM, "stage1")
+
+
+def main(argv: list[str]) -> int:
+    """The stop entrypoint: ``[--force] UUID``, cwd = the pod dir."""
+    force = "--force" in argv or "--force=true" in argv
+    stop_pod(Path.cwd(), force)
+    return 0
