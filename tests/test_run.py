@@ -258,3 +258,45 @@ def test_fly_flavor(pods: PodrunEnv, busybox_aci: Path) -> None:
     assert r.returncode == 6
     host, nprocs = r.stdout.split()
     assert host == os.uname().nodename and int(nprocs) > 5  # the host's pid namespace
+
+
+def test_image_gc_keeps_what_pods_use(pods: PodrunEnv, busybox_aci: Path,
+                                      tmp_path: Path) -> None:
+    image_id = fetch(pods, busybox_aci)
+    prepared = pods.run("prepare", "--quiet", image_id, check=True).stdout.strip()
+    uf = tmp_path / "uuid"
+    p = spawn(pods, "run", f"--uuid-file-save={uf}", image_id, "--exec", "/bin/sleep",
+              "--", "60")
+    wait_for(lambda: any((d / "apps/busybox/pid").exists() for d in pod_dirs(pods)),
+             what="app up")
+    pods.run("image", "gc", "--grace-period=0s", check=True)
+    listing = json.loads(pods.run("image", "list", "--format=json", check=True).stdout)
+    assert image_id in [i["id"] for i in listing]
+    trees = list((pods.data_dir / "cas/trees").iterdir())
+    assert len(trees) == 2  # the app's and stage1's
+    pods.run("stop", read_uuid(uf), check=True)
+    p.communicate(timeout=30)
+    pods.run("rm", prepared, check=True)
+    pods.run("gc", "--grace-period=0s", check=True)
+    pods.run("image", "gc", "--grace-period=0s", check=True)
+    assert json.loads(pods.run("image", "list", "--format=json", check=True).stdout) == []
+    assert list((pods.data_dir / "cas/trees").iterdir()) == []
+
+
+def test_kill9_of_podrun_kills_the_pod(pods: PodrunEnv, busybox_aci: Path, tmp_path: Path,
+                                       test_parent: str) -> None:
+    from tests.cgrouputil import leftovers
+
+    uf = tmp_path / "uuid"
+    p = spawn(pods, INSECURE, "run", f"--uuid-file-save={uf}", busybox_aci, "--exec",
+              "/bin/sleep", "--", "60")
+    wait_for(lambda: any((d / "apps/busybox/pid").exists() for d in pod_dirs(pods)),
+             what="app up")
+    rt = json.loads(next(iter(pod_dirs(pods))).joinpath("runtime.json").read_text())
+    p.kill()
+    p.wait(10)
+    wait_for(lambda: not os.path.exists(f"/proc/{rt['init_pid']}"), what="init gone")
+    assert status(pods, read_uuid(uf))["state"] == "exited"
+    pods.run("gc", "--grace-period=0s", check=True)
+    assert pod_dirs(pods) == []
+    assert leftovers(test_parent.strip("/")) == []

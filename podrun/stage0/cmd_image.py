@@ -198,6 +198,24 @@ def cmd_gc(ctx: Context, args: argparse.Namespace) -> int:
 
     grace = parse_duration(args.grace_period, "--grace-period")
     store = _store(ctx)
-    for image_id in store.gc(grace, log=ctx.log):
+    for image_id in store.gc(grace, in_use=trees_in_use(ctx), log=ctx.log):
         print(f"removed image {image_id}")
     return 0
+
+
+def trees_in_use(ctx: Context) -> set[str]:
+    """Tree keys of every pod that is not garbage (prepared pods included)."""
+    from podrun.stage0.pods import PodStore
+
+    keys: set[str] = set()
+    for pod in PodStore(ctx.data_dir).list():
+        if pod.dir_state in ("garbage", "exited-garbage"):
+            continue
+        try:
+            info = pod.info()
+        except Exception:  # noqa: BLE001 - a pod without pod.json references nothing
+            continue
+        keys.update(a.get("tree_key", "") for a in info.get("apps", {}).values())
+        keys.add((info.get("stage1") or {}).get("tree_key", ""))
+    keys.discard("")
+    return keys

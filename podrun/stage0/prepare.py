@@ -479,6 +479,7 @@ def prepare(ctx: Context, ra: RunArgs) -> Pod:
             check_user(name, apps[name], tree.rootfs)
             trees[name] = {"image_id": image_id, "tree_key": tree.key, "tree": str(tree.path)}
         s1tree = store.render(stage1.image_id)
+        keys = [t["tree_key"] for t in trees.values()] + [s1tree.key]
         info = {
             "version": 1,
             "uuid": pod.uuid,
@@ -486,6 +487,8 @@ def prepare(ctx: Context, ra: RunArgs) -> Pod:
             "apps": trees,
             "stage1": {**stage1.to_json(), "tree_key": s1tree.key, "tree": str(s1tree.path)},
             "seed_volumes": plan.seed_volumes,
+            # stage1 holds these shared while the pod runs, so image gc keeps the trees.
+            "tree_locks": [str(store.tree_lock(k).path) for k in dict.fromkeys(keys)],
             **opts,
         }
         atomic_write(pod.path / "pod.json", json.dumps(info, indent=2).encode())

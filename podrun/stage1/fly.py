@@ -25,7 +25,13 @@ from podrun.fsutil import atomic_write
 
 def run(argv: list[str]) -> int:
     from podrun.stage1 import specs
-    from podrun.stage1.run import PodCgroups, make_pod_dirs, parse_args, write_etc
+    from podrun.stage1.run import (
+        PodCgroups,
+        hold_tree_locks,
+        make_pod_dirs,
+        parse_args,
+        write_etc,
+    )
     from podrun.stage1.status import from_wait_status, write_status
     from podrun.stage1.stop import proc_starttime
     from podrun.stage2 import caps as capmod
@@ -34,6 +40,7 @@ def run(argv: list[str]) -> int:
     pod_dir = Path.cwd()
     manifest: dict[str, Any] = json.loads((pod_dir / "pod").read_text())
     info = json.loads((pod_dir / "pod.json").read_text())
+    hold_tree_locks(info)
     if len(manifest["apps"]) != 1:
         raise PodError("the fly stage1 runs exactly one app")
     make_pod_dirs(pod_dir, manifest)

@@ -126,6 +126,20 @@ class PodCgroups:
         self.pod.destroy()
 
 
+def hold_tree_locks(info: dict[str, Any]) -> list[int]:
+    """Take the pod's rendered trees' locks shared, for as long as this process (and the
+    pod init, which inherits the fds) lives: the store never removes a locked tree.
+    The fds are close-on-exec and closed by stage2 before any app runs."""
+    import fcntl
+
+    fds = []
+    for path in info.get("tree_locks", []):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        fds.append(fd)
+    return fds
+
+
 def run(argv: list[str]) -> int:
     from podrun.linux import constants as c
     from podrun.linux.calls import unshare
@@ -137,6 +151,7 @@ def run(argv: list[str]) -> int:
     pod_dir = Path.cwd()
     manifest = json.loads((pod_dir / "pod").read_text())
     info = json.loads((pod_dir / "pod.json").read_text())
+    hold_tree_locks(info)
     for name in specs.sysctls(manifest):
         specs.check_sysctl(name, opts.net)
     hostname = opts.hostname or f"podrun-{opts.uuid[:8]}"

@@ -359,20 +359,28 @@ class Store:
             lock.release()
         return True
 
-    def gc(self, grace_period: float, *, log: Callable[[str], None] = lambda s: None) -> list[str]:
-        """Remove images unused for ``grace_period`` seconds, unused trees and leftovers."""
+    def gc(self, grace_period: float, *, in_use: set[str] | frozenset[str] = frozenset(),
+           log: Callable[[str], None] = lambda s: None) -> list[str]:
+        """Remove images unused for ``grace_period`` seconds, unused trees and leftovers.
+
+        ``in_use``: tree keys the caller knows are referenced (e.g. by prepared pods);
+        they, their images, and trees locked by running pods are kept.
+        """
         removed: list[str] = []
         cutoff = time.time() - grace_period
         for rec in self.index.images():
             if rec.last_used < cutoff:
                 busy = [t for t in self.index.trees()
-                        if rec.id in t.image_ids and not self._tree_free(t.key)]
+                        if rec.id in t.image_ids
+                        and (t.key in in_use or not self._tree_free(t.key))]
                 if busy:
                     log(f"image {short_id(rec.id)} is in use by a pod; kept")
                     continue
                 self.remove_image(rec.id)
                 removed.append(rec.id)
         for tree in self.index.trees():
+            if tree.key in in_use:
+                continue
             if tree.last_used < cutoff and self.remove_tree(tree.key):
                 log(f"removed tree {tree.key[:16]}")
         self.sweep_leftovers(log)
