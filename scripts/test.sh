@@ -3,5 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install.sh
-.venv/bin/ruff check podrun tests bench
+.venv/bin/ruff check .
 exec .venv/bin/python -m pytest -q tests "$@"
