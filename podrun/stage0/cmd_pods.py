@@ -167,6 +167,8 @@ def status_lines(d: dict[str, Any]) -> list[str]:
         if d.get(key):
             lines.append(f"{key}={format_time(d[key])}")
     lines += [f"pid={d['pid']}", f"exited={'true' if d['exited'] else 'false'}"]
+    if d.get("network"):
+        lines.append(f"networks={d['network']}")
     for app in d["apps"]:
         if "exit_code" not in app:
             continue

@@ -370,6 +370,8 @@ class Pod:
             "exited": state in (EXITED, EXITED_GARBAGE) or (
                 state == GARBAGE and bool(rt)),
             "exit_code": exit_code,
+            "network": rt.get("net") or self.info().get("net"),
+            "hostname": rt.get("hostname"),
             "apps": apps,
         }
 
