@@ -77,7 +77,7 @@ def test_app_names_and_duplicates(pods: PodrunEnv, busybox_aci: Path) -> None:
     (["--bogus"], "unknown flag --bogus"),
     (["IMG", "--mount", "volume=nope,target=/x"], "no volume named 'nope'"),
     (["IMG", "--user=nobody-here"], "nobody-here"),
-    (["example.com/not-there"], "not found"),
+    (["--pull-policy=never", "example.com/not-there"], "not found"),
     (["--net=nowhere", "IMG"], "--net=nowhere"),
     (["--stage1-flavor=fly", "--stage1-path=/x.aci", "IMG"], "conflict"),
     (["--pod-manifest=/nonexistent.json"], "/nonexistent.json"),

@@ -60,6 +60,10 @@ def start_pod(ctx: Context, pod: Pod, overrides: dict[str, Any] | None = None) -
     if overrides:
         if "net" in overrides and overrides["net"] not in ("none", "host"):
             raise UsageError(f"--net={overrides['net']}: only none and host are available")
+        if "net" in overrides:
+            from podrun.stage0.prepare import check_sysctls
+
+            check_sysctls(pod.manifest_json(), overrides["net"])
         info.update(overrides)
         pod.update_info(**overrides)
     builtin, flavor, path = entrypoint(info, "run")

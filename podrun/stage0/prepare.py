@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from podrun.errors import UsageError
+from podrun.errors import PodError, UsageError
 from podrun.stage0.runargs import AppArgs, RunArgs, bool_value
 
 if TYPE_CHECKING:
@@ -432,6 +432,17 @@ def pod_options(ctx: Context, ra: RunArgs) -> dict[str, Any]:
     }
 
 
+def check_sysctls(manifest: dict[str, Any], net: str) -> None:
+    """Only sysctls of the pod's own namespaces (checked before any pod dir exists)."""
+    from podrun.stage1.specs import check_sysctl, sysctls
+
+    for name in sysctls(manifest):
+        try:
+            check_sysctl(name, net)
+        except PodError as err:
+            raise UsageError(str(err)) from None
+
+
 def check_user(name: str, app: dict[str, Any], rootfs: Path) -> None:
     """User and group names must exist in the image's own /etc files (checked early)."""
     from podrun.stage2.users import resolve_user
@@ -465,6 +476,7 @@ def prepare(ctx: Context, ra: RunArgs) -> Pod:
     # apps were schema-checked at import, --pod-manifest files above), so the schema
     # pass is skipped; every rule still runs, and what podrun needs to run it.
     PodManifest.from_json(plan.manifest, trusted=True).check_runnable()
+    check_sysctls(plan.manifest, opts["net"])
     stage1 = resolve_stage1(ctx, store, fetcher, opts.pop("stage1"))
     if stage1.flavor == "fly" and len(plan.app_images) != 1:
         raise UsageError("the fly stage1 runs exactly one app")

@@ -96,6 +96,7 @@ def builtin_image(ctx: Context, store: Store, flavor: str) -> str:
     work = store._tmp_path("stage1-src")
     try:
         _with_digest(src, work, digest)
+        compile_native(ctx, work)
         build_aci(work, tmp, compress=False, owner_root=True, overwrite=True)
         image_id = store.import_aci(tmp)
         ctx.log(f"imported stage1 flavor {flavor} as {image_id[:39]}")
@@ -105,6 +106,30 @@ def builtin_image(ctx: Context, store: Store, flavor: str) -> str:
         from podrun.fsutil import rmtree
 
         rmtree(work)
+
+
+def compile_native(ctx: Context, work: Path) -> None:
+    """Build a flavor's C helpers (``src/*.c`` → ``rootfs/podrun/<name>``) if it has any.
+
+    The default flavor's ``idle`` loop keeps long-running pods small (see its source);
+    without a C compiler the flavor still works, its Python loops simply stay resident.
+    """
+    import shutil
+    import subprocess
+
+    sources = sorted((work / "src").glob("*.c")) if (work / "src").is_dir() else []
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    for source in sources:
+        out = work / "rootfs" / "podrun" / source.stem
+        if cc is None:
+            ctx.log(f"no C compiler: {source.name} not built, Python loops stay resident")
+            return
+        proc = subprocess.run([cc, "-O2", "-s", "-Wall", "-o", str(out), str(source)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            ctx.warn(f"building {source.name} failed ({proc.stderr.strip()[:200]}); "
+                     "pods keep their Python loops")
+            out.unlink(missing_ok=True)
 
 
 def _with_digest(src: Path, work: Path, digest: str) -> None:

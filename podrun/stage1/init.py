@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 POD_IN = "/opt/podrun/pod"
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 WATCHED = {signal.SIGCHLD, *FORWARDED}
+IDLE_BINARY = "/podrun/idle"   # in the stage1 rootfs, when the flavor's C source was built
+IDLE_AFTER = 1.0               # seconds after the apps started
 
 
 @dataclass
@@ -168,17 +170,41 @@ class Init:
             # Run each pre-start handler to its end before the next app starts.
             while run.phase == "pre-start":
                 self._wait_once()
+        idle_at: float | None = time.monotonic() + IDLE_AFTER
         while any(r.phase != "done" for r in self.apps) or self.children:
-            self._wait_once()
+            self._wait_once(idle_at)
             if not any(r.phase != "done" for r in self.apps):
                 break
+            if idle_at is not None and time.monotonic() >= idle_at:
+                self._go_idle()  # returns only when this pod cannot go idle
+                idle_at = None
         return 0
 
-    def _wait_once(self) -> None:
-        timeout = None
-        if self.kill_at is not None:
-            timeout = max(0.0, self.kill_at - time.monotonic())
-        info = signal.sigtimedwait(WATCHED, timeout if timeout is not None else 3600)
+    def _go_idle(self) -> None:
+        """Exec the flavor's native loop (stage1-images/default/src/idle.c) once every
+        app runs and nothing but reaping, forwarding and recording is left to do; it
+        keeps PID 1, the children and the blocked signals, and writes the same
+        status files. Pods with post-stop handlers, or stopping, stay in Python."""
+        if self.stopping or not os.access(IDLE_BINARY, os.X_OK):
+            return
+        running = [r for r in self.apps if r.phase == "running"]
+        if any(r.phase not in ("running", "done") for r in self.apps) or \
+                any(r.post_stop for r in running):
+            return
+        args = [IDLE_BINARY, "init", "--apps-dir", f"{POD_IN}/apps",
+                "--stop-timeout", str(int(self.stop_timeout * 1000))]
+        if self.interactive:
+            args.append("--interactive")
+        args += [f"{r.pid}:{r.spec.name}:{r.status.get('started') or 'null'}" for r in running]
+        self.log("going idle")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(IDLE_BINARY, args)
+
+    def _wait_once(self, until: float | None = None) -> None:
+        deadlines = [d for d in (self.kill_at, until) if d is not None]
+        timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else 3600.0
+        info = signal.sigtimedwait(WATCHED, timeout)
         if info is not None and info.si_signo in FORWARDED:
             if not (self.interactive and info.si_signo == signal.SIGINT):
                 self._forward(info.si_signo)

@@ -84,11 +84,17 @@ def make_pod_dirs(pod_dir: Path, manifest: dict[str, Any]) -> None:
 class PodCgroups:
     """The pod's cgroup and its apps' sub-cgroups."""
 
-    def __init__(self, uuid: str, parent: str | None, apps: list[dict[str, Any]]) -> None:
+    def __init__(self, uuid: str, parent: str | None, apps: list[dict[str, Any]], *,
+                 create: bool = True) -> None:
         from podrun.stage1.specs import app_resources
         from podrun.stage2.cgroups import get_manager
 
         self.pod = get_manager(parent)
+        if not create:  # the cgroups of a running pod, made earlier by this same PID
+            self.pod.attach(f"podrun-{uuid}")
+            self.init = self.pod.child(INIT_CGROUP)
+            self.apps = {a["name"]: self.pod.child(a["name"]) for a in apps}
+            return
         self.pod.create(f"podrun-{uuid}")
         self.apps = {}
         try:
@@ -144,7 +150,6 @@ def run(argv: list[str]) -> int:
     from podrun.linux import constants as c
     from podrun.linux.calls import unshare
     from podrun.stage1 import specs
-    from podrun.stage1.status import pod_exit_code, read_status, write_status
     from podrun.stage1.stop import proc_starttime
 
     opts = parse_args(argv)
@@ -185,26 +190,89 @@ def run(argv: list[str]) -> int:
         cgroups.destroy()
         raise
 
-    def forward(sig: int, _frame: object) -> None:
+    watched = {signal.SIGCHLD, *FORWARDED}
+    signal.pthread_sigmask(signal.SIG_BLOCK, watched)
+    os.write(sync_w, b"go")
+    os.close(sync_w)
+    wstatus = supervise(pid, opts.interactive)
+    if wstatus is None:
+        go_idle(pod_dir, info, pid, opts)  # a long-running pod: only returns if it cannot
+        wstatus = supervise(pid, opts.interactive, idle_after=None)
+    assert wstatus is not None
+    return finish(pod_dir, manifest, cgroups, wstatus)
+
+
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+IDLE_AFTER = 1.0  # seconds a pod runs before its supervisor hands over to the native loop
+
+
+def supervise(init_pid: int, interactive: bool, idle_after: float | None = IDLE_AFTER
+              ) -> int | None:
+    """Wait for the init, forwarding SIGTERM/SIGINT/SIGHUP to it (SIGINT not when
+    interactive: the terminal sends it to the app itself). The signals are blocked and
+    taken with sigtimedwait. Returns the init's wait status, or None once
+    ``idle_after`` seconds have passed with the pod still running."""
+    watched = {signal.SIGCHLD, *FORWARDED}
+    deadline = None if idle_after is None else time.monotonic() + idle_after
+    while True:
+        pid, wstatus = os.waitpid(init_pid, os.WNOHANG)
+        if pid == init_pid:
+            return wstatus
+        if deadline is None:
+            info = signal.sigwaitinfo(watched)
+        else:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            info = signal.sigtimedwait(watched, left)
+        if info is None or info.si_signo == signal.SIGCHLD:
+            continue
+        if info.si_signo == signal.SIGINT and interactive:
+            continue
         try:
-            os.kill(pid, sig)
+            os.kill(init_pid, info.si_signo)
         except ProcessLookupError:
             pass
 
-    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-        if sig == signal.SIGINT and opts.interactive:
-            signal.signal(sig, signal.SIG_IGN)
-        else:
-            signal.signal(sig, forward)
-    os.write(sync_w, b"go")
-    os.close(sync_w)
-    _, wstatus = os.waitpid(pid, 0)
-    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-        signal.signal(sig, signal.SIG_DFL)
+
+def idle_binary(info: dict[str, Any]) -> Path | None:
+    """The flavor's native idle loop (stage1-images/default/src/idle.c), if it was built."""
+    path = Path(info["stage1"]["tree"]) / "rootfs" / "podrun" / "idle"
+    return path if os.access(path, os.X_OK) else None
+
+
+def go_idle(pod_dir: Path, info: dict[str, Any], init_pid: int, opts: Any) -> None:
+    """Exec the native loop, which waits for the init as this process would, then execs
+    ``python -m podrun.stage1.finish``. Same PID, same child; the watched signals stay
+    blocked across the exec, so none is lost or default-handled in between."""
+    binary = idle_binary(info)
+    if binary is None:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    args = [str(binary), "wait", "--init", str(init_pid)]
+    if opts.interactive:
+        args.append("--interactive")
+    args += ["--", sys.executable, "-m", "podrun.stage1.finish", opts.uuid]
+    if opts.cgroup_parent:
+        args.insert(-1, f"--cgroup-parent={opts.cgroup_parent}")
+    os.execv(binary, args)
+
+
+def finish(pod_dir: Path, manifest: dict[str, Any], cgroups: PodCgroups, wstatus: int) -> int:
+    """After the init: mark OOM-killed apps, remove the cgroups, the pod's exit code."""
+    from podrun.stage1.status import pod_exit_code, read_status, write_status
+
     statuses = []
     for rapp in manifest["apps"]:
         app_dir = pod_dir / "apps" / rapp["name"]
         st = read_status(app_dir)
+        if st is None and os.WIFSIGNALED(wstatus) and (app_dir / "pid").exists():
+            # The init was killed (stop --force, kill -9): its apps died with it.
+            st = {"exit_code": None, "signal": os.WTERMSIG(wstatus), "started": None,
+                  "finished": time.time(), "oom_killed": False,
+                  "error": "killed with the pod's init"}
+            write_status(app_dir, st)
         if st is not None and st.get("signal") == signal.SIGKILL and \
                 cgroups.oom_killed(rapp["name"]):
             st["oom_killed"] = True

@@ -101,9 +101,12 @@ def enter(pod_dir: Path, info: dict[str, Any], manifest: dict[str, Any]) -> None
               recursive=False)
     for vol in manifest.get("volumes", []):
         if vol["kind"] == "host":
+            # A directory volume is nodev,nosuid: device nodes or setuid files an app
+            # (or anyone) puts there give nothing; a single device file stays usable.
+            extra = c.MS_NODEV | c.MS_NOSUID if os.path.isdir(vol["source"]) else 0
             _bind(vol["source"], root / "opt/podrun/volumes" / vol["name"],
                   read_only=bool(vol.get("readOnly")),
-                  recursive=vol.get("recursive", True) is not False)
+                  recursive=vol.get("recursive", True) is not False, extra=extra)
     dev = root / "dev"
     _mkdirs(dev)
     mount("tmpfs", dev, "tmpfs", c.MS_NOSUID | c.MS_NOEXEC, "mode=0755,size=64k")

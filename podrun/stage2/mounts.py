@@ -205,6 +205,10 @@ def mount_dev(root: int) -> None:
         for name, target in DEV_SYMLINKS:
             os.symlink(target, name, dir_fd=dev)
         _dev_console(dev)
+        # The tmpfs itself becomes nodev: nodes the app makes in /dev are inert. The
+        # standard nodes stay usable because each is a bind mount of its own.
+        mount(None, fd_path(dev), None, MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV
+              | MS_STRICTATIME, None)
     finally:
         os.umask(old_umask)
         os.close(dev)
@@ -214,6 +218,8 @@ def _dev_nodes(dev: int) -> None:
     for name, major, minor in DEVICES:
         try:
             os.mknod(name, stat.S_IFCHR | 0o666, os.makedev(major, minor), dir_fd=dev)
+            with _at(dev, name) as fd:  # its own mount, unaffected by /dev's nodev
+                _mount_on_fd(fd_path(fd), fd, None, MS_BIND, None, f"/dev/{name}")
         except PermissionError:
             # no CAP_MKNOD here (user namespace): bind the current view's node
             os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC,
