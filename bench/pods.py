@@ -269,7 +269,8 @@ def mem_podrun(e: Env) -> tuple[Mem, Mem, str]:
         wait_for(lambda: rt.exists() and "init_pid" in json.loads(rt.read_text() or "{}"),
                  "runtime.json with init_pid")
         wait_for(lambda: has_sleeping_child(proc.pid), "the app to run")
-        time.sleep(0.5)  # let start-up garbage settle
+        # An idle pod: stage1 hands over to its native loop once the pod has run 1 s.
+        time.sleep(2.0)
         runtime = json.loads(rt.read_text())
         ours = {runtime["pid"], runtime["init_pid"]}
         sup, init = mem_kb(runtime["pid"]), mem_kb(runtime["init_pid"])

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
-pkgs=(python3 python3-venv python3-dev gcc gnupg busybox-static appc-spec libseccomp2
+pkgs=(python3 python3-venv python3-dev gcc libc6-dev gnupg busybox-static appc-spec libseccomp2
       libseccomp-dev skopeo umoci docker-registry containernetworking-plugins runc crun
       iptables iproute2 bzip2 xz-utils tar util-linux procps openssl)
 missing=()
