@@ -300,3 +300,34 @@ def test_kill9_of_podrun_kills_the_pod(pods: PodrunEnv, busybox_aci: Path, tmp_p
     pods.run("gc", "--grace-period=0s", check=True)
     assert pod_dirs(pods) == []
     assert leftovers(test_parent.strip("/")) == []
+
+
+def test_no_new_privileges_isolator(pods: PodrunEnv, tmp_path: Path) -> None:
+    nnp = tiny_aci(tmp_path, "example.com/nnp", busybox=True,
+                   exec_=["/bin/sh", "-c", "grep NoNewPrivs /proc/self/status"])
+    m = json.loads((tmp_path / "example.com_nnp-1.0.0.src/manifest").read_text())
+    m["app"]["isolators"] = [{"name": "os/linux/no-new-privileges", "value": True}]
+    (tmp_path / "example.com_nnp-1.0.0.src/manifest").write_text(json.dumps(m))
+    from podrun.appc.aci import build_aci
+
+    build_aci(tmp_path / "example.com_nnp-1.0.0.src", nnp, overwrite=True)
+    assert run(pods, nnp, check=True).stdout.split() == ["NoNewPrivs:", "1"]
+    plain = tiny_aci(tmp_path, "example.com/plain", busybox=True,
+                     exec_=["/bin/sh", "-c", "grep NoNewPrivs /proc/self/status"])
+    assert run(pods, plain, check=True).stdout.split() == ["NoNewPrivs:", "0"]
+
+
+def test_uuid_files(pods: PodrunEnv, busybox_aci: Path, tmp_path: Path) -> None:
+    uf = tmp_path / "uuid"
+    fetch(pods, busybox_aci)
+    pods.run("prepare", f"--uuid-file-save={uf}", "example.com/busybox", check=True)
+    assert status(pods, read_uuid(uf))["state"] == "prepared"
+    r = pods.run("run-prepared", f"--uuid-file={uf}", check=True)
+    assert r.stdout == "hello\n"
+    r = pods.run("status", f"--uuid-file={uf}", check=True)
+    assert "state=exited" in r.stdout and "app-busybox=0" in r.stdout
+    assert json.loads(pods.run("cat-manifest", f"--uuid-file={uf}", check=True).stdout)
+    pods.run("rm", f"--uuid-file={uf}", check=True)
+    assert pod_dirs(pods) == []
+    r = pods.run("stop", f"--uuid-file={tmp_path / 'missing'}")
+    assert r.returncode == 254 and "missing" in r.stderr

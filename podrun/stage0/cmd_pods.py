@@ -42,16 +42,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, "status", "print a pod's state and its apps' exit codes",
                     func=cmd_status)
     p.add_argument("uuid", nargs="?", metavar="UUID")
+    _uuid_file(p)
     p.add_argument("--wait", nargs="?", const=WAIT_FOREVER, default=None, metavar="DURATION",
                    help="wait until the pod has exited (at most DURATION, e.g. 10s)")
     p.add_argument("--format", choices=("text", "json"), default="text")
 
     p = add_command(sub, "cat-manifest", "print a pod's manifest", func=cmd_cat_manifest)
-    p.add_argument("uuid", metavar="UUID")
+    p.add_argument("uuid", nargs="?", metavar="UUID")
+    _uuid_file(p)
     p.add_argument("--pretty-print", action="store_true", help="indent the JSON")
 
     p = add_command(sub, "rm", "remove exited, prepared or garbage pods", func=cmd_rm)
-    p.add_argument("uuids", nargs="+", metavar="UUID")
+    p.add_argument("uuids", nargs="*", metavar="UUID")
+    _uuid_file(p)
 
     p = add_command(sub, "gc", "mark exited pods as garbage and remove old garbage",
                     func=cmd_gc)
@@ -63,9 +66,32 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="only move exited/aborted pods to the garbage dirs")
 
     p = add_command(sub, "stop", "stop running pods", func=cmd_stop)
-    p.add_argument("uuids", nargs="+", metavar="UUID")
+    p.add_argument("uuids", nargs="*", metavar="UUID")
+    _uuid_file(p)
     p.add_argument("--force", action="store_true",
                    help="kill the pod's init with SIGKILL instead of a graceful stop")
+
+
+def _uuid_file(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--uuid-file", metavar="FILE",
+                   help="read the pod UUID from FILE (as written by --uuid-file-save)")
+
+
+def _refs(args: argparse.Namespace, *, many: bool) -> list[str]:
+    """The pod references given as arguments and/or through ``--uuid-file``."""
+    from pathlib import Path
+
+    from podrun.errors import UsageError
+
+    refs = list(args.uuids if many else [args.uuid] if args.uuid else [])
+    if getattr(args, "uuid_file", None):
+        try:
+            refs.append(Path(args.uuid_file).read_text().strip())
+        except OSError as e:
+            raise UsageError(f"--uuid-file {args.uuid_file}: {e.strerror}") from None
+    if not refs or (not many and len(refs) != 1):
+        raise UsageError("give one pod UUID" if not many else "give at least one pod UUID")
+    return refs
 
 
 def _store(ctx: Context) -> PodStore:
@@ -184,10 +210,11 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
     from podrun.errors import UsageError
     from podrun.stage0.table import print_json
 
-    if args.uuid is None:
+    if args.uuid is None and not args.uuid_file:
         if args.wait in (None, WAIT_FOREVER):
             raise UsageError("status: a pod UUID is required")
         args.uuid, args.wait = args.wait, WAIT_FOREVER  # ``--wait UUID``
+    args.uuid = _refs(args, many=False)[0]
     timeout = _wait_timeout(args.wait)
     pod = _store(ctx).get(args.uuid)
     if timeout is not None:
@@ -204,7 +231,7 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_cat_manifest(ctx: Context, args: argparse.Namespace) -> int:
-    pod = _store(ctx).get(args.uuid)
+    pod = _store(ctx).get(_refs(args, many=False)[0])
     data = pod.manifest_bytes()
     if args.pretty_print:
         print(json.dumps(json.loads(data), indent=2))
@@ -234,7 +261,8 @@ def _each(ctx: Context, refs: list[str], action: Any) -> int:
 
 
 def cmd_rm(ctx: Context, args: argparse.Namespace) -> int:
-    return _each(ctx, args.uuids, lambda store, pod: store.remove(pod, log=ctx.log))
+    return _each(ctx, _refs(args, many=True),
+                 lambda store, pod: store.remove(pod, log=ctx.log))
 
 
 def cmd_stop(ctx: Context, args: argparse.Namespace) -> int:
@@ -252,7 +280,7 @@ def cmd_stop(ctx: Context, args: argparse.Namespace) -> int:
         except FileNotFoundError:
             raise PodError(f"pod {pod.uuid} is not running") from None
 
-    return _each(ctx, args.uuids, stop)
+    return _each(ctx, _refs(args, many=True), stop)
 
 
 def cmd_gc(ctx: Context, args: argparse.Namespace) -> int:
