@@ -1,10 +1,10 @@
 """The first moments of the pod init, between fork and the supervision loop (init.py).
 
-In order: die with the supervisor (PDEATHSIG), wait for its go (it has put us in our
-cgroup), new mount/uts/ipc (and net, unless ``--net=host``) namespaces, hostname,
-loopback, sysctls, everything that needs the host view (cgroup fds, app specs with
-their seccomp filters, libraries), then into the init's own root (sandbox.py),
-non-dumpable, and the loop. Any failure: one line on stderr and exit 254.
+In order: die with the supervisor (PDEATHSIG), new mount/uts/ipc (and net, unless
+``--net=host``) namespaces, hostname, loopback, sysctls, everything that needs the
+host view (cgroup fds, app specs with their seccomp filters, libraries), then into
+the init's own root (sandbox.py), non-dumpable; then wait for the supervisor's go
+(it moved us into our cgroup in the meantime) and run the loop. Any failure: one line on stderr and exit 254.
 """
 
 from __future__ import annotations
@@ -37,9 +37,6 @@ def init_main(pod_dir: Path, manifest: dict[str, Any], info: dict[str, Any], opt
         from podrun.linux.calls import set_dumpable, set_pdeathsig, sethostname, unshare
 
         set_pdeathsig(signal.SIGKILL)
-        if os.read(sync_r, 2) != b"go":
-            os._exit(254)  # the supervisor died before it let us go
-        os.close(sync_r)
         flags = c.CLONE_NEWNS | c.CLONE_NEWUTS | c.CLONE_NEWIPC
         if opts.net != "host":
             flags |= c.CLONE_NEWNET
@@ -56,14 +53,21 @@ def init_main(pod_dir: Path, manifest: dict[str, Any], info: dict[str, Any], opt
         for spec in app_specs:
             spec.cgroup_procs_fds = [os.open(p, os.O_WRONLY | os.O_CLOEXEC)
                                      for p in cgroup_procs.get(spec.name, [])]
-            if spec.seccomp is not None:
-                spec.seccomp.context()  # build it now: libseccomp is loaded from the host
+        if any(spec.seccomp is not None for spec in app_specs):
+            from podrun.linux._ffi import libseccomp
+
+            libseccomp()  # dlopen it now, from the host's view; filters are built per app
         import podrun.stage2.launch  # noqa: F401 - imported before the pivot
         from podrun.stage1 import sandbox
         from podrun.stage1.init import AppRun, Init
 
         sandbox.enter(pod_dir, info, manifest)
         set_dumpable(False)
+        # The supervisor put us in our cgroup meanwhile (in parallel with the work
+        # above); no app starts before it says so, or if it died.
+        if os.read(sync_r, 2) != b"go":
+            os._exit(254)
+        os.close(sync_r)
         runs = []
         for rapp, spec in zip(manifest["apps"], app_specs, strict=True):
             handlers = {h["name"]: h["exec"] for h in rapp["app"].get("eventHandlers", [])}
