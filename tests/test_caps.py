@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import errno
-import json
 import os
 import stat
 import traceback
@@ -14,33 +13,7 @@ from typing import Any
 import pytest
 
 from podrun.stage2 import caps
-
-
-def in_child(fn: Callable[[], Any]) -> Any:
-    """Run *fn* in a forked child; return its JSON-able result or raise its error."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        code = 1
-        try:
-            os.close(r)
-            try:
-                out = {"ok": fn()}
-            except BaseException as e:
-                out = {"err": f"{type(e).__name__}: {e}", "tb": traceback.format_exc()}
-            os.write(w, json.dumps(out).encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        data = f.read()
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, f"child died: {status}"
-    res = json.loads(data)
-    if "err" in res:
-        raise AssertionError(f"child failed: {res['err']}\n{res['tb']}")
-    return res["ok"]
+from tests.forkutil import in_child
 
 
 def exec_in_child(prepare: Callable[[], None], argv: list[str]) -> tuple[int, str]:

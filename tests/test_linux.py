@@ -4,46 +4,17 @@ anything that changes process state)."""
 from __future__ import annotations
 
 import errno
-import json
 import os
 import socket
 import subprocess
 import sys
 import tempfile
-import traceback
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 import podrun.linux as L
-
-
-def in_child(fn: Callable[[], Any]) -> Any:
-    """Run *fn* in a forked child; return its JSON-able result or raise its error."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        code = 1
-        try:
-            os.close(r)
-            try:
-                out = {"ok": fn()}
-            except BaseException as e:
-                out = {"err": f"{type(e).__name__}: {e}", "tb": traceback.format_exc()}
-            os.write(w, json.dumps(out).encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        data = f.read()
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, f"child died: {status}"
-    res = json.loads(data)
-    if "err" in res:
-        raise AssertionError(f"child failed: {res['err']}\n{res['tb']}")
-    return res["ok"]
+from tests.forkutil import in_child
 
 
 def status_field(name: str) -> str:

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import json
 import os
 import signal
-import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -16,45 +14,25 @@ import pytest
 
 from podrun.linux import seccomp as scmp
 from podrun.stage2 import seccomp
+from tests import forkutil
 
 LIBC = ctypes.CDLL(None, use_errno=True)
 
 
-def fork_run(fn: Callable[[], Any]) -> tuple[int, Any]:
-    """Run *fn* in a forked child; return (wait status, its JSON result or None).
-    Unprivileged, the child sets no_new_privs first (the kernel requires it to load)."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        code = 1
-        try:
-            os.close(r)
-            if os.geteuid() != 0:
-                from podrun.linux import set_no_new_privs
+def _nnp_unless_root() -> None:
+    """Unprivileged, a child must set no_new_privs before it may load a filter."""
+    if os.geteuid() != 0:
+        from podrun.linux import set_no_new_privs
 
-                set_no_new_privs()
-            try:
-                out = {"ok": fn()}
-            except BaseException as e:
-                out = {"err": f"{type(e).__name__}: {e}", "tb": traceback.format_exc()}
-            os.write(w, json.dumps(out).encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        data = f.read()
-    _, status = os.waitpid(pid, 0)
-    res = json.loads(data) if data else None
-    if res and "err" in res:
-        raise AssertionError(f"child failed: {res['err']}\n{res['tb']}")
-    return status, (res or {}).get("ok")
+        set_no_new_privs()
+
+
+def fork_run(fn: Callable[[], Any]) -> tuple[int, Any]:
+    return forkutil.fork_run(fn, _nnp_unless_root)
 
 
 def in_child(fn: Callable[[], Any]) -> Any:
-    status, res = fork_run(fn)
-    assert os.waitstatus_to_exitcode(status) == 0, f"child died: {status}"
-    return res
+    return forkutil.in_child(fn, _nnp_unless_root)
 
 
 def errno_of(fn: Callable[[], Any]) -> int | str:

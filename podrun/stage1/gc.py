@@ -38,30 +38,11 @@ KILL_TIMEOUT = 5.0
 RMDIR_TIMEOUT = 5.0
 
 
-def _unescape(s: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as octal (``\\040``)."""
-    out, i = [], 0
-    while i < len(s):
-        if s[i] == "\\" and i + 4 <= len(s) and s[i + 1:i + 4].isdigit():
-            out.append(chr(int(s[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(s[i])
-            i += 1
-    return "".join(out)
-
-
 def read_mountinfo() -> list[tuple[int, str, str]]:
     """(mount id, mount point, fs type) for every mount this process sees."""
-    entries = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            pre, _, post = line.partition(" - ")
-            fields = pre.split()
-            if len(fields) < 5 or not post:
-                continue
-            entries.append((int(fields[0]), _unescape(fields[4]), post.split()[0]))
-    return entries
+    from podrun.linux import mountinfo
+
+    return [(m.id, m.mount_point, m.fstype) for m in mountinfo.read()]
 
 
 def _read_runtime(pod_dir: Path) -> dict[str, Any]:

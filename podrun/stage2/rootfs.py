@@ -33,6 +33,7 @@ from podrun.linux import (
     MS_REC,
     MS_REMOUNT,
     mount,
+    mountinfo,
     pivot_root,
     umount2,
 )
@@ -153,22 +154,9 @@ def read_in_root(root: str, path: str) -> bytes | None:
 
 # --- mount points -----------------------------------------------------------------
 
-def _unescape(field: str) -> str:
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and field[i + 1:i + 4].isdigit() and len(field[i + 1:i + 4]) == 3:
-            out.append(chr(int(field[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
-
-
 def mount_points() -> list[str]:
     """Mount points of the calling process's mount namespace, in mount order."""
-    with open("/proc/self/mountinfo") as f:
-        return [_unescape(line.split()[4]) for line in f]
+    return [m.mount_point for m in mountinfo.read()]
 
 
 def is_mount_point(path: str) -> bool:

@@ -60,21 +60,18 @@ class Hierarchies:
 
 def parse_mountinfo(text: str) -> Hierarchies:
     """Build :class:`Hierarchies` from /proc/self/mountinfo content."""
+    from podrun.linux import mountinfo
+
     h = Hierarchies()
-    for line in text.splitlines():
-        pre, sep, post = line.partition(" - ")
-        if not sep:
+    for m in mountinfo.parse(text):
+        if not m.super_options:
             continue
-        fields, after = pre.split(), post.split()
-        if len(fields) < 5 or len(after) < 3:
-            continue
-        fstype, superopts = after[0], after[2].split(",")
-        mount = Mount(Path(_unescape(fields[4])), _unescape(fields[3]))
-        if fstype == "cgroup2":
+        mount = Mount(Path(m.mount_point), m.root)
+        if m.fstype == "cgroup2":
             if h.v2 is None:
                 h.v2 = mount
-        elif fstype == "cgroup":
-            for opt in superopts:
+        elif m.fstype == "cgroup":
+            for opt in m.super_options:
                 if opt in ("rw", "ro") or "=" in opt and not opt.startswith("name="):
                     continue
                 if opt in _NOT_CONTROLLERS:
@@ -85,11 +82,6 @@ def parse_mountinfo(text: str) -> Hierarchies:
 
 _NOT_CONTROLLERS = {"noprefix", "clone_children", "cpuset_v2_mode", "xattr", "favordynmods",
                     "nsdelegate", "memory_recursiveprot", "memory_localevents"}
-
-
-def _unescape(s: str) -> str:
-    return s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace(
-        "\\134", "\\")
 
 
 def detect() -> Hierarchies:
