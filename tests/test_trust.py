@@ -254,12 +254,13 @@ def test_cli_usage_errors(podrun, gpg_keys: dict[str, GpgKey]) -> None:
     assert res.returncode == 254 and "--prefix PREFIX or --root" in res.stderr
     res = podrun.run("trust", "--root", "--prefix", "example.com", key)
     assert res.returncode == 254 and "not allowed with" in res.stderr
-    res = podrun.run("trust", "--prefix", "example.com")
-    assert res.returncode == 254
-    assert "key discovery for --prefix without KEYFILE is not implemented yet" in res.stderr
     res = podrun.run("trust", "--prefix", "Bad/Prefix", key)
     assert res.returncode == 254 and "invalid trust prefix" in res.stderr
-    for res in (podrun.run("trust", "--prefix", "example.com"), podrun.run("trust", "--root")):
+    # Without a key file the prefix's keys are discovered (tests/test_discovery.py);
+    # a bad prefix is refused before any network traffic.
+    res = podrun.run("trust", "--prefix", "Bad/Prefix")
+    assert res.returncode == 254 and "invalid trust prefix" in res.stderr
+    for res in (podrun.run("trust", "--prefix", "Bad/Prefix"), podrun.run("trust", "--root")):
         assert len(res.stderr.strip().splitlines()) == 1
 
 

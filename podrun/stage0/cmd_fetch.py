@@ -23,8 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, "fetch", "fetch images into the store and print their image IDs",
                     func=run,
                     epilog="IMAGE: a file (./x.aci, file:///…/x.aci), an https:// URL, an "
-                           "image ID, or NAME[:VERSION][,LABEL=VALUE…] already in the store. "
-                           "The signature is looked for beside the image (IMAGE.asc).")
+                           "image ID, a docker:// reference, or NAME[:VERSION][,LABEL=VALUE…] "
+                           "(from the store, else found by appc discovery). The signature is "
+                           "looked for beside the image (IMAGE.asc).")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--signature", type=Path, metavar="FILE",
                    help="detached signature to verify the (single) image with")

@@ -15,8 +15,9 @@ on the word instead.
 Adding follows rkt: each key's fingerprint and user ids are shown on stderr; when
 stdin is a terminal and ``--skip-fingerprint-review`` is not given the user is
 asked to confirm, otherwise the key is trusted without asking. The stored paths
-are printed on stdout, one a line. :func:`add_keys` is the reusable core (key
-discovery for ``--prefix`` without KEYFILE will call it with fetched key bytes).
+are printed on stdout, one a line. :func:`add_keys` is the reusable core; with
+``--prefix`` and no KEYFILE the keys are found by appc discovery
+(``ac-discovery-pubkeys``, see docs/discovery.md) and reviewed the same way.
 """
 
 from __future__ import annotations
@@ -42,9 +43,10 @@ KeySource = Path | tuple[str, bytes]
 
 EPILOG = """\
 forms:
-  podrun trust --prefix PREFIX [--skip-fingerprint-review] KEYFILE...
+  podrun trust --prefix PREFIX [--skip-fingerprint-review] [KEYFILE...]
       trust the keys for image names under PREFIX (an AC identifier, e.g.
-      example.com/app; matched at '/' boundaries)
+      example.com/app; matched at '/' boundaries); without KEYFILE the keys
+      are discovered from https://PREFIX?ac-discovery=1 (ac-discovery-pubkeys)
   podrun trust --root [--skip-fingerprint-review] KEYFILE...
       trust the keys for every image name
   podrun trust list [--format table|json]
@@ -97,9 +99,21 @@ def _add(ctx: Context, args: argparse.Namespace, files: list[str]) -> int:
     if not files:
         if args.root:
             raise UsageError("trust: --root needs KEYFILE arguments (root keys are never discovered)")
-        raise UsageError("trust: key discovery for --prefix without KEYFILE is not implemented yet")
+        return _add_discovered(ctx, args.prefix, args.skip_fingerprint_review)
     prefix = None if args.root else args.prefix
     add_keys(ctx, prefix, [Path(f) for f in files], skip_review=args.skip_fingerprint_review)
+    return 0
+
+
+def _add_discovered(ctx: Context, prefix: str, skip_review: bool) -> int:
+    """``--prefix`` without KEYFILE: the keys named by the prefix's
+    ``ac-discovery-pubkeys`` meta tags (appc discovery, podrun.discovery.fetch),
+    reviewed like key files."""
+    from podrun.discovery.fetch import discover_keys
+    from podrun.stage0.trust import check_prefix
+
+    check_prefix(prefix)
+    add_keys(ctx, prefix, discover_keys(ctx, prefix), skip_review=skip_review)
     return 0
 
 

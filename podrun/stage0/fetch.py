@@ -6,7 +6,9 @@ ACI's layout and manifest → verify the detached signature against the trust st
 (fetching it too) → import. Nothing is stored when any step fails.
 
 Signatures are looked for beside the image (``x.aci.asc``, or ``URL.asc``) unless
-``--signature FILE`` names one.
+``--signature FILE`` names one. A name the store cannot serve is fetched by appc
+discovery (:mod:`podrun.discovery.fetch`), which downloads through
+:meth:`Fetcher.fetch_remote` with the discovered image and signature URLs.
 
 HTTP caching (``--pull-policy``):
 - ``new`` (default): an image already fetched from the URL is used without asking
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,6 +37,9 @@ if TYPE_CHECKING:
     from podrun.stage0.context import Context
 
 PULL_POLICIES = ("new", "update", "never")
+
+# Vets a fetched image's (name, labels) against what was asked for; raises to refuse.
+ManifestCheck = Callable[[str, dict[str, str]], None]
 
 
 @dataclass
@@ -122,21 +128,33 @@ class Fetcher:
 
     # HTTPS ------------------------------------------------------------------
     def session(self):  # type: ignore[no-untyped-def]
+        """The command's requests session (TLS rules, auth.d credentials, CA bundle)."""
         if self._session is None:
-            from podrun.discovery.http import new_session
+            from podrun.discovery.http import session_for
 
-            if self.ctx.insecure.tls:
-                self.ctx.warn("TLS certificate verification is disabled "
-                              "(--insecure-options=tls)")
-            self._session = new_session(self.ctx.insecure)
+            self._session = session_for(self.ctx)
         return self._session
 
     def fetch_url(self, url: str) -> str:
         from podrun.discovery import http
 
         http.check_scheme(url, self.ctx.insecure)
+        return self.fetch_remote(url, url + ".asc")
+
+    def fetch_remote(self, url: str, sig_url: str, *,
+                     check: ManifestCheck | None = None) -> str:
+        """An ACI at ``url`` signed at ``sig_url`` (a URL fetch, or a discovered
+        endpoint), honouring the pull policy and the URL's stored ETag/max-age.
+
+        ``check(name, labels)`` vets the image's name and labels (also of a copy
+        already stored) before anything is verified or stored; it raises to refuse.
+        """
+        from podrun.discovery import http
+
         cached = self.store.index.images_by_url(url)
         rec = cached[0] if cached else None
+        if rec and check:
+            check(rec.name, rec.labels)
         if rec and self.opts.pull_policy == "new":
             self.ctx.log(f"using {short_id(rec.id)} fetched earlier from {url}")
             return rec.id
@@ -161,9 +179,8 @@ class Fetcher:
         tmp = self.store._tmp_path("download")
         sig_tmp: Path | None = None
         try:
-            with resp, open(tmp, "wb") as f:
-                for chunk in resp.iter_content(1 << 20):
-                    f.write(chunk)
+            with open(tmp, "wb") as f:
+                http.download(resp, f, url)
             checkpoint("fetch:downloaded")
             etag = resp.headers.get("ETag")
             age = http.max_age(resp)
@@ -171,14 +188,14 @@ class Fetcher:
             if sig is None and not self.ctx.insecure.image:
                 sig_tmp = self.store._tmp_path("download-asc")
                 try:
-                    sresp = http.get(self.session(), url + ".asc")
+                    sresp = http.get(self.session(), sig_url)
                 except FetchError as err:
                     raise SignatureError(f"no signature for {url}: {err} "
                                          "(use --insecure-options=image to skip)") from None
                 sig_tmp.write_bytes(sresp.content)
                 sig = sig_tmp
             return self._import(tmp, sig, source_url=url, etag=etag, max_age=age,
-                                shown=url)
+                                shown=url, check=check)
         finally:
             tmp.unlink(missing_ok=True)
             if sig_tmp:
@@ -187,11 +204,13 @@ class Fetcher:
     # common -----------------------------------------------------------------
     def _import(self, path: Path, sig: Path | None, *, source_url: str | None,
                 etag: str | None = None, max_age: int | None = None,
-                shown: str | None = None) -> str:
+                shown: str | None = None, check: ManifestCheck | None = None) -> str:
         from podrun.appc.aci import check_layout
 
         shown = shown or str(path)
         manifest = check_layout(path)
+        if check:
+            check(manifest.name, manifest.labels_dict)
         self._verify(manifest, path, sig, shown)
         self._fetch_dependencies(manifest)
         image_id = self.store.import_aci(path, source_url=source_url, etag=etag,
