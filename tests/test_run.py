@@ -331,3 +331,34 @@ def test_uuid_files(pods: PodrunEnv, busybox_aci: Path, tmp_path: Path) -> None:
     assert pod_dirs(pods) == []
     r = pods.run("stop", f"--uuid-file={tmp_path / 'missing'}")
     assert r.returncode == 254 and "missing" in r.stderr
+
+
+def _comm(pid: int) -> str:
+    with open(f"/proc/{pid}/comm") as f:
+        return f.read().strip()
+
+
+@pytest.mark.parametrize("trap, expected", [("trap 'exit 3' TERM; sleep 60 & wait", 3),
+                                            ("trap '' TERM; sleep 60", 137)])
+def test_idle_pod_stops_like_a_busy_one(pods: PodrunEnv, busybox_aci: Path, tmp_path: Path,
+                                        trap: str, expected: int) -> None:
+    """After a second the supervisor and the init exec into the native idle loop; SIGTERM
+    to `podrun run`, the stop timeout and the exit code behave exactly as before."""
+    uf = tmp_path / "uuid"
+    p = spawn(pods, INSECURE, "run", f"--uuid-file-save={uf}", "--stop-timeout=1s",
+              busybox_aci, "--exec", "/bin/sh", "--", "-c", trap)
+    wait_for(lambda: any((d / "apps/busybox/pid").exists() for d in pod_dirs(pods)),
+             what="app up")
+    rt_path = next(iter(pod_dirs(pods))) / "runtime.json"
+    wait_for(lambda: "init_pid" in json.loads(rt_path.read_text()), what="runtime.json")
+    rt = json.loads(rt_path.read_text())
+    wait_for(lambda: _comm(rt["pid"]) == "idle" and _comm(rt["init_pid"]) == "idle",
+             what="both processes idle")
+    assert rt["pid"] == p.pid
+    r = pods.run("enter", read_uuid(uf), "/bin/sh", "-c", "echo $AC_APP_NAME", check=True)
+    assert r.stdout == "busybox\n"
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == expected, err
+    st = status(pods, read_uuid(uf))
+    assert st["state"] == "exited" and st["apps"][0]["exit_code"] == expected
