@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -208,3 +209,19 @@ def test_image_list_does_not_import_heavy_modules(podrun) -> None:  # type: igno
     proc = subprocess.run([os.sys.executable, "-c", code], env=podrun.env, capture_output=True,
                           text=True, check=True)
     assert "HEAVY []" in proc.stdout
+
+
+def test_gc_keeps_dependencies_of_kept_images(tmp_path: Path) -> None:
+    store = Store(tmp_path / "data")
+    base = store.import_aci(tiny_aci(tmp_path, "example.com/base", files={"b": b"b"}))
+    top = store.import_aci(tiny_aci(tmp_path, "example.com/top", files={"t": b"t"},
+                                    dependencies=[{"imageName": "example.com/base",
+                                                   "imageID": base}]))
+    old = time.time() - 7200
+    store.index.touch_image(base, when=old)  # not used directly for two hours
+    assert store.gc(3600) == []  # top is recent and needs base
+    assert {r.id for r in store.images()} == {base, top}
+    store.render(top)  # rendering uses (and so refreshes) every layer of the tree
+    assert store.get(base).last_used > old
+    store.index.touch_image(base, top, when=old)
+    assert sorted(store.gc(3600)) == sorted([base, top])

@@ -338,7 +338,7 @@ def image_id_of(src: Source) -> str:
 
 # --------------------------------------------------------------------------- writing
 
-class _HashingWriter(io.RawIOBase):
+class HashingWriter(io.RawIOBase):
     """Hashes (sha512) everything written, then passes it on."""
 
     def __init__(self, out: IO[bytes]) -> None:
@@ -457,7 +457,7 @@ def _children(dirpath: str, arcdir: str) -> Iterator[tuple[str, str, os.stat_res
 def _write_tar(src_dir: Path, out: IO[bytes], *, owner_root: bool,
                exclude: set[tuple[int, int]] | None = None) -> str:
     """Write the normalised tar of ``src_dir`` to ``out``; return its image ID."""
-    hasher = _HashingWriter(out)
+    hasher = HashingWriter(out)
     with tarfile.open(fileobj=hasher, mode="w|", format=tarfile.PAX_FORMAT,  # type: ignore[call-overload]
                       bufsize=READ_CHUNK, copybufsize=READ_CHUNK, encoding="utf-8",
                       errors="surrogateescape") as tf:

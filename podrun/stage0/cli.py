@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "podrun.stage0.cmd_trust",
     "podrun.stage0.cmd_run",
     "podrun.stage0.cmd_pods",
+    "podrun.stage0.cmd_convert",
 )
 
 # Commands whose arguments podrun parses itself (rkt's position-sensitive app flags):

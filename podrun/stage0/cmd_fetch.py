@@ -11,10 +11,15 @@ if TYPE_CHECKING:
 
 
 def add_fetch_flags(p: argparse.ArgumentParser) -> None:
-    """Flags shared by every command that may fetch (fetch, prepare, run)."""
+    """Flags of ``podrun fetch``."""
     p.add_argument("--pull-policy", default="new", choices=("new", "update", "never"),
                    help="new: use a stored copy when there is one (default); update: ask the "
                         "server again once its max-age ran out (ETag); never: store only")
+    p.add_argument("--os", help="Docker/OCI images: the platform's OS (default: the host's)")
+    p.add_argument("--arch", help="Docker/OCI images: the platform's architecture "
+                                  "(default: the host's)")
+    p.add_argument("--no-squash", action="store_true",
+                   help="Docker/OCI images: one ACI per layer, chained by dependencies")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,7 +48,8 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
         raise UsageError("--signature applies to one image; give one IMAGE")
     store = Store(ctx.data_dir, verify_on_render=not ctx.insecure.ondisk)
     fetcher = Fetcher(ctx, store, FetchOptions(signature=args.signature,
-                                               pull_policy=args.pull_policy))
+                                               pull_policy=args.pull_policy, os=args.os,
+                                               arch=args.arch, no_squash=args.no_squash))
     for ref in args.images:
         print(fetcher.fetch(ref), flush=True)
     return 0

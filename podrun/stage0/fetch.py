@@ -46,16 +46,20 @@ ManifestCheck = Callable[[str, dict[str, str]], None]
 class FetchOptions:
     signature: Path | None = None
     pull_policy: str = "new"
+    os: str | None = None          # docker/OCI platform choice (default: the host's)
+    arch: str | None = None
+    no_squash: bool = False        # docker/OCI: one ACI per layer, chained by dependencies
     _verified: set[str] = field(default_factory=set)
 
 
 def classify(ref: str) -> str:
-    """What kind of image reference this is: file, url, docker, id or name."""
+    """What kind of image reference this is: file, url, docker (also ``oci:`` and
+    ``docker-archive:`` sources, converted like registry images), id or name."""
     if ref.startswith("file://"):
         return "file"
     if ref.startswith(("https://", "http://")):
         return "url"
-    if ref.startswith("docker://"):
+    if ref.startswith(("docker://", "oci:", "docker-archive:")):
         return "docker"
     if ref.startswith(ID_PREFIX):
         return "id"

@@ -176,10 +176,10 @@ class Index:
             (url,))
         return [_image(r) for r in rows]
 
-    def touch_image(self, image_id: str, when: float | None = None) -> None:
+    def touch_image(self, *image_ids: str, when: float | None = None) -> None:
         with self.transaction() as db:
-            db.execute("UPDATE images SET last_used = ? WHERE id = ?",
-                       (when or time.time(), image_id))
+            db.executemany("UPDATE images SET last_used = ? WHERE id = ?",
+                           [(when or time.time(), i) for i in image_ids])
 
     def set_remote(self, image_id: str, *, url: str, etag: str | None, max_age: int | None,
                    checked: float) -> None:

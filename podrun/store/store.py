@@ -264,7 +264,7 @@ class Store:
         rec = self.index.get_tree(key)
         if rec is not None and path.is_dir():
             self.index.touch_tree(key)
-            self.index.touch_image(image_id)
+            self.index.touch_image(*ids)
             return Tree(key, path, ids)
         with locked(self.locks / f"tree-{key}.lock"):
             rec = self.index.get_tree(key)
@@ -285,7 +285,7 @@ class Store:
             checkpoint("render:renamed")
             now = time.time()
             self.index.add_tree(TreeRecord(key, image_id, ids, tree_hash, now, now))
-        self.index.touch_image(image_id)
+        self.index.touch_image(*ids)
         return Tree(key, path, ids)
 
     def _render_into(self, ids: list[str], dest: Path) -> None:
@@ -296,6 +296,7 @@ class Store:
         for iid in ids:
             if self.verify_on_render:
                 self.verify_blob(iid)
+            apply_whiteouts(rootfs, self.manifest(iid))
             extract_tar(self.blob_path(iid), rootfs, strip="rootfs")
         top = self.manifest(ids[-1])
         if top.path_whitelist:
@@ -368,7 +369,17 @@ class Store:
         """
         removed: list[str] = []
         cutoff = time.time() - grace_period
+        needed: set[str] = set()  # dependencies of the images that stay
         for rec in self.index.images():
+            if rec.last_used >= cutoff and rec.manifest.get("dependencies"):
+                try:
+                    needed.update(self.flatten(rec.id))
+                except (NotFoundError, ImageError):
+                    pass
+        for rec in self.index.images():
+            if rec.last_used < cutoff and rec.id in needed:
+                log(f"image {short_id(rec.id)} is a dependency of a kept image; kept")
+                continue
             if rec.last_used < cutoff:
                 busy = [t for t in self.index.trees()
                         if rec.id in t.image_ids
@@ -435,6 +446,65 @@ def hash_tree(root: Path) -> str:
                 h.update(f"{st.st_rdev}".encode())
             h.update(b"\n")
     return "sha512-" + h.hexdigest()
+
+
+WHITEOUTS = "podrun.io/whiteouts"
+OPAQUE_DIRS = "podrun.io/opaque-dirs"
+
+
+def apply_whiteouts(rootfs: Path, manifest: ImageManifest) -> None:
+    """Layer deletions an image asks for before its own files are laid over the tree.
+
+    A converted Docker/OCI layer (layered mode, :mod:`podrun.convert`) lists the
+    paths its whiteouts remove (``podrun.io/whiteouts``) and the directories it
+    makes opaque (``podrun.io/opaque-dirs``: their current content is removed),
+    as JSON lists of rootfs paths. Paths are walked with ``O_NOFOLLOW`` from the
+    rootfs fd and removed with fd-relative calls, so a symlink in the tree never
+    leads outside it (a path through a symlink is simply not there).
+    """
+    import json
+
+    for name, opaque in ((WHITEOUTS, False), (OPAQUE_DIRS, True)):
+        text = manifest.annotation(name)
+        if not text:
+            continue
+        try:
+            paths = json.loads(text)
+        except ValueError:
+            raise ImageError(f"image {manifest.name}: annotation {name} is not JSON") from None
+        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+            raise ImageError(f"image {manifest.name}: annotation {name} is not a list of paths")
+        for path in paths:
+            _remove_inside(rootfs, path, contents_only=opaque)
+
+
+def _remove_inside(rootfs: Path, path: str, *, contents_only: bool) -> None:
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if ".." in parts or (not parts and not contents_only):
+        return
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(rootfs, flags)
+    try:
+        walk = parts if contents_only else parts[:-1]
+        for comp in walk:
+            try:
+                nfd = os.open(comp, flags, dir_fd=fd)
+            except (FileNotFoundError, NotADirectoryError, OSError):
+                return  # missing, or not a directory (a symlink is not followed)
+            os.close(fd)
+            fd = nfd
+        names = os.listdir(fd) if contents_only else [parts[-1]]
+        for name in names:
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                shutil.rmtree(name, dir_fd=fd)
+            else:
+                os.unlink(name, dir_fd=fd)
+    finally:
+        os.close(fd)
 
 
 def apply_whitelist(rootfs: Path, whitelist: list[str]) -> None:
