@@ -176,25 +176,26 @@ class HashingReader(io.RawIOBase):
     leaves the record padding unread).
     """
 
-    def __init__(self, stream: IO[bytes]) -> None:
+    def __init__(self, stream: IO[bytes], copy_to: IO[bytes] | None = None) -> None:
         self._stream = stream
         self._hash = hashlib.sha512()
+        self._copy = copy_to
         self.bytes_read = 0
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
-        data = self._stream.read(len(b))
+        data = self.read(len(b))
         n = len(data)
         b[:n] = data
-        self._hash.update(data)
-        self.bytes_read += n
         return n
 
     def read(self, size: int = -1) -> bytes:
         data = self._stream.read() if size is None or size < 0 else self._stream.read(size)
         self._hash.update(data)
+        if self._copy is not None:
+            self._copy.write(data)
         self.bytes_read += len(data)
         return data
 
@@ -236,11 +237,12 @@ def unsafe_name_reason(name: str) -> str | None:
 
 
 @contextlib.contextmanager
-def _tar_stream(src: Source) -> Iterator[tuple[tarfile.TarFile, HashingReader]]:
+def _tar_stream(src: Source, copy_to: IO[bytes] | None = None
+                ) -> Iterator[tuple[tarfile.TarFile, HashingReader]]:
     label = _label(src)
     try:
         with open_decompressed(src) as raw:
-            hasher = HashingReader(raw)
+            hasher = HashingReader(raw, copy_to)
             try:
                 tf = tarfile.open(fileobj=hasher, mode="r|", bufsize=READ_CHUNK)  # type: ignore[call-overload]
             except tarfile.ReadError as err:
@@ -281,13 +283,17 @@ class AciInfo:
     image_id: str
 
 
-def inspect_aci(src: Source) -> AciInfo:
-    """Check the layout of an ACI (see module doc) in one streaming pass and hash it."""
+def inspect_aci(src: Source, copy_to: IO[bytes] | None = None) -> AciInfo:
+    """Check the layout of an ACI (see module doc) in one streaming pass and hash it.
+
+    ``copy_to`` receives the uncompressed tar as it is read (the store writes its
+    blob this way: one pass for decompressing, hashing, checking and copying).
+    """
     label = _label(src)
     seen: set[str] = set()
     raw: bytes | None = None
     has_rootfs = False
-    with _tar_stream(src) as (tf, hasher):
+    with _tar_stream(src, copy_to) as (tf, hasher):
         for member in tf:
             name = clean_name(member.name)
             if not name:

@@ -209,10 +209,17 @@ class Fetcher:
     def _import(self, path: Path, sig: Path | None, *, source_url: str | None,
                 etag: str | None = None, max_age: int | None = None,
                 shown: str | None = None, check: ManifestCheck | None = None) -> str:
-        from podrun.appc.aci import check_layout
+        from podrun.appc.aci import read_manifest
+        from podrun.errors import ImageError, ManifestError
 
         shown = shown or str(path)
-        manifest = check_layout(path)
+        # The manifest (for the name, the signature's trust and the dependencies) is read
+        # here; the whole layout is checked by the store's one-pass import, before the
+        # blob becomes visible, so a bad ACI still leaves nothing behind.
+        try:
+            manifest = read_manifest(path)[0]
+        except ManifestError as err:
+            raise ImageError(f"{shown}: {err}") from None
         if check:
             check(manifest.name, manifest.labels_dict)
         self._verify(manifest, path, sig, shown)

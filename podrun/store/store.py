@@ -100,6 +100,7 @@ class Store:
         os.chmod(self.root, 0o700)
         self.index = Index(self.root / "index.db")
         self.verify_on_render = verify_on_render
+        self._fresh: set[str] = set()  # blobs this process wrote (and hashed) itself
 
     def close(self) -> None:
         self.index.close()
@@ -115,28 +116,27 @@ class Store:
     # import ---------------------------------------------------------------
     def import_aci(self, src: Path | BinaryIO, *, source_url: str | None = None,
                    etag: str | None = None, max_age: int | None = None) -> str:
-        """Store an ACI (compressed or not); validate it first; return its image ID."""
-        from podrun.appc.aci import check_layout, open_decompressed
+        """Store an ACI (compressed or not); validate it first; return its image ID.
+
+        One pass decompresses, hashes, checks the layout and manifest, and writes the
+        uncompressed tar to a temp file, which is renamed into place only if all is well.
+        """
+        from podrun.appc.aci import inspect_aci
 
         tmp = self._tmp_path("blob")
-        h = hashlib.sha512()
-        size = 0
         try:
-            with open_decompressed(src) as stream, open(tmp, "wb") as out:
-                while chunk := stream.read(CHUNK):
-                    h.update(chunk)
-                    out.write(chunk)
-                    size += len(chunk)
+            with open(tmp, "wb") as out:
+                info = inspect_aci(src, copy_to=out)
+                checkpoint("import:written")
                 out.flush()
                 os.fsync(out.fileno())
-            checkpoint("import:written")
-            manifest = check_layout(tmp)
-            image_id = ID_PREFIX + h.hexdigest()
+            manifest, image_id, size = info.manifest, info.image_id, tmp.stat().st_size
             dest = self.blob_path(image_id)
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.chmod(tmp, 0o644)
             os.rename(tmp, dest)
             fsync_dir(dest.parent)
+            self._fresh.add(image_id)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -294,7 +294,7 @@ class Store:
         rootfs = dest / "rootfs"
         rootfs.mkdir(parents=True)
         for iid in ids:
-            if self.verify_on_render:
+            if self.verify_on_render and iid not in self._fresh:
                 self.verify_blob(iid)
             apply_whiteouts(rootfs, self.manifest(iid))
             extract_tar(self.blob_path(iid), rootfs, strip="rootfs")
