@@ -412,3 +412,21 @@ def test_fetch_and_run_from_an_oci_layout(podrun: PodrunEnv, layout: Path, oracl
     monkeypatch.setenv("PODRUN_CGROUP_PARENT", test_parent)
     r = podrun.run("run", image_id, "--exec", "/bin/sh", "--", "-c", "echo ran")
     assert r.returncode == 0 and r.stdout == "ran\n", r.stderr
+
+
+def test_adopted_blobs_hash_to_their_ids(podrun: PodrunEnv, registry: Registry) -> None:
+    """Converted images are adopted into the store without a second read: their blobs
+    must still be exactly the bytes their IDs name."""
+    import hashlib
+
+    from podrun.store.store import Store
+
+    podrun.run(INSECURE, "fetch", "--no-squash", f"docker://{registry.host}/test/base:v1",
+               check=True)
+    store = Store(podrun.data_dir)
+    recs = store.images()
+    assert len(recs) >= 2
+    for rec in recs:
+        blob = store.blob_path(rec.id).read_bytes()
+        assert "sha512-" + hashlib.sha512(blob).hexdigest() == rec.id
+    assert list(store.tmp.iterdir()) == []

@@ -75,10 +75,13 @@ def fetch_docker(fetcher: Fetcher, text: str) -> str:
     try:
         built = convert(image, paths, work / "image.aci", squash=squash, compress=False,
                         layer_name=lambda i: work / f"layer{i:03d}.aci")
+        # podrun wrote (and hashed) these tars itself, in the store's tmp dir: adopted
+        # as they are, not re-read.
         for b in built[:-1]:  # layer ACIs (layered mode), shared with other images
             if store.index.get_image(b.image_id) is None:
-                store.import_aci(b.path)
-        image_id = store.import_aci(built[-1].path, source_url=url)
+                store.adopt(b.path, b.image_id, b.manifest)
+        last = built[-1]
+        image_id = store.adopt(last.path, last.image_id, last.manifest, source_url=url)
         ctx.log(f"stored {text} as {image_id}")
         return image_id
     finally:

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from podrun.errors import AmbiguousError, ImageError, NotFoundError, StoreError
 from podrun.fsutil import fsync_dir, pid_alive, rmtree
@@ -148,6 +148,30 @@ class Store:
             source_url=source_url, etag=etag, max_age=max_age,
             checked_time=now if source_url else None,
         ))
+        return image_id
+
+    def adopt(self, path: Path, image_id: str, manifest: dict[str, Any], *,
+              source_url: str | None = None) -> str:
+        """Store an uncompressed ACI tar that this process wrote and hashed itself (a
+        converted Docker image): renamed into place from the store's tmp dir, not read
+        again. ``path`` must be below ``self.tmp`` and already fsynced."""
+        from podrun.appc.manifest import ImageManifest
+
+        if self.tmp not in path.parents:
+            raise StoreError(f"{path}: only files in the store's tmp dir can be adopted")
+        m = ImageManifest.from_json(manifest, trusted=True)
+        dest = self.blob_path(image_id)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        size = path.stat().st_size
+        os.chmod(path, 0o644)
+        os.rename(path, dest)
+        fsync_dir(dest.parent)
+        self._fresh.add(image_id)
+        now = time.time()
+        self.index.add_image(ImageRecord(
+            id=image_id, name=m.name, labels=m.labels_dict, manifest=m.to_dict(),
+            import_time=now, last_used=now, size=size, source_url=source_url,
+            checked_time=now if source_url else None))
         return image_id
 
     # lookup ---------------------------------------------------------------
