@@ -10,7 +10,10 @@ import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 
 def fsync_dir(path: Path) -> None:
@@ -21,14 +24,26 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new file, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+@contextmanager
+def atomic_file(path: Path, mode: int | None = None) -> Iterator[BinaryIO]:
+    """A binary file that becomes ``path`` only if the block succeeds.
+
+    Written to a temp file beside ``path``, then flushed, chmod'ed (``mode``, default
+    0666 & ~umask), fsynced and renamed over ``path``, and the directory fsynced;
+    on any exception the temp file is removed and ``path`` is untouched. Readers see
+    the old file or the new one, never half of one.
+    """
+    parent = path.parent if str(path.parent) else Path(".")
+    parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
+            if mode is None:
+                umask = os.umask(0)
+                os.umask(umask)
+                mode = 0o666 & ~umask
             os.fchmod(f.fileno(), mode)
             os.fsync(f.fileno())
         os.rename(tmp, path)
@@ -38,7 +53,13 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
         except FileNotFoundError:
             pass
         raise
-    fsync_dir(path.parent)
+    fsync_dir(parent)
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_file`)."""
+    with atomic_file(path, mode) as f:
+        f.write(data)
 
 
 def rmtree(path: Path) -> None:

@@ -57,7 +57,6 @@ import os
 import posixpath
 import stat
 import tarfile
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -507,14 +506,11 @@ def build_aci(src_dir: Path, out: Path, *, compress: bool = True, owner_root: bo
         raise ImageError(f"{out}: already exists (use --overwrite to replace it)")
     if out.is_dir():
         raise ImageError(f"{out}: is a directory")
-    parent = out.parent if str(out.parent) else Path(".")
+    from podrun.fsutil import atomic_file
+
     try:
-        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{out.name}.", suffix=".tmp")
-    except OSError as err:
-        raise ImageError(f"cannot write {out}: {err.strerror}") from err
-    try:
-        with os.fdopen(fd, "wb") as f:
-            me = {_inode(os.fstat(fd))}  # never archive our own output
+        with atomic_file(out) as f:
+            me = {_inode(os.fstat(f.fileno()))}  # never archive our own output
             with contextlib.suppress(OSError):
                 me.add(_inode(os.stat(out)))
             if compress:
@@ -523,20 +519,9 @@ def build_aci(src_dir: Path, out: Path, *, compress: bool = True, owner_root: bo
                     image_id = _write_tar(src_dir, gz, owner_root=owner_root, exclude=me)
             else:
                 image_id = _write_tar(src_dir, f, owner_root=owner_root, exclude=me)
-            f.flush()
-            umask = os.umask(0)
-            os.umask(umask)
-            os.fchmod(f.fileno(), 0o666 & ~umask)
-            os.fsync(f.fileno())
-        os.rename(tmp, out)
-    except BaseException as err:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        if isinstance(err, OSError):
-            where = f" ({err.filename})" if err.filename else ""
-            raise ImageError(f"cannot build {out}: {err.strerror or err}{where}") from err
-        raise
-    _fsync_dir(parent)
+    except OSError as err:
+        where = f" ({err.filename})" if err.filename else ""
+        raise ImageError(f"cannot build {out}: {err.strerror or err}{where}") from err
     return image_id
 
 
@@ -544,10 +529,3 @@ def _inode(st: os.stat_result) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        dfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)

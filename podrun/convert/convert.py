@@ -21,14 +21,11 @@ gives the same ID. Files are written to a temp name and renamed.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import json
-import os
 import sys
 import tarfile
-import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -179,27 +176,14 @@ def write_aci(out: IO[bytes], manifest: bytes, entries: list[lay.Entry],
 def write_file(dest: Path, manifest: bytes, entries: list[lay.Entry],
                tars: list[tarfile.TarFile], *, compress: bool) -> str:
     """Write an ACI file atomically (temp name + fsync + rename)."""
-    parent = dest.parent if str(dest.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{dest.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if compress:
-                with gzip.GzipFile(filename="", mode="wb", fileobj=f,
-                                   compresslevel=GZIP_LEVEL, mtime=0) as gz:
-                    image_id = write_aci(gz, manifest, entries, tars)
-            else:
-                image_id = write_aci(f, manifest, entries, tars)
-            f.flush()
-            umask = os.umask(0)
-            os.umask(umask)
-            os.fchmod(f.fileno(), 0o666 & ~umask)
-            os.fsync(f.fileno())
-        os.rename(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return image_id
+    from podrun.fsutil import atomic_file
+
+    with atomic_file(dest) as f:
+        if compress:
+            with gzip.GzipFile(filename="", mode="wb", fileobj=f,
+                               compresslevel=GZIP_LEVEL, mtime=0) as gz:
+                return write_aci(gz, manifest, entries, tars)
+        return write_aci(f, manifest, entries, tars)
 
 
 def convert(image: Image, layer_paths: list[Path], out: Path, *, squash: bool = True,

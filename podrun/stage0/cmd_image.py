@@ -117,11 +117,9 @@ def cmd_cat_manifest(ctx: Context, args: argparse.Namespace) -> int:
 
 def cmd_export(ctx: Context, args: argparse.Namespace) -> int:
     import gzip
-    import os
-    import tempfile
 
     from podrun.errors import PodrunError
-    from podrun.fsutil import fsync_dir
+    from podrun.fsutil import atomic_file
 
     store = _store(ctx)
     image_id = store.resolve(args.image)
@@ -130,21 +128,10 @@ def cmd_export(ctx: Context, args: argparse.Namespace) -> int:
         raise PodrunError(f"{out} already exists (use --overwrite)")
     if not ctx.insecure.ondisk:
         store.verify_blob(image_id)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as raw, store.open_blob(image_id) as blob:
-            with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz:
-                while chunk := blob.read(1 << 20):
-                    gz.write(chunk)
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.chmod(tmp, 0o644)
-        os.rename(tmp, out)
-        fsync_dir(out.parent)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(out, 0o644) as raw, store.open_blob(image_id) as blob:
+        with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz:
+            while chunk := blob.read(1 << 20):
+                gz.write(chunk)
     return 0
 
 

@@ -422,24 +422,13 @@ class TrustStore:
 
 def _atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` (0644) via a temp file and rename; dirs 0755."""
+    from podrun.fsutil import atomic_write
+
     _makedirs(path.parent)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        atomic_write(path, data, 0o644)
     except OSError as err:
         raise TrustError(f"cannot write trusted key {path}: {err.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o644)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, path)
-    except BaseException as err:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        if isinstance(err, OSError):
-            raise TrustError(f"cannot write trusted key {path}: {err.strerror}") from None
-        raise
 
 
 def _makedirs(path: Path) -> None:
