@@ -362,3 +362,21 @@ def test_idle_pod_stops_like_a_busy_one(pods: PodrunEnv, busybox_aci: Path, tmp_
     assert p.returncode == expected, err
     st = status(pods, read_uuid(uf))
     assert st["state"] == "exited" and st["apps"][0]["exit_code"] == expected
+
+
+@pytest.mark.parametrize("trap, expected", [("trap 'exit 5' TERM; sleep 60 & wait", 5),
+                                            ("trap '' TERM; sleep 60", 137)])
+def test_idle_fly_pod(pods: PodrunEnv, busybox_aci: Path, tmp_path: Path, trap: str,
+                      expected: int) -> None:
+    """A fly pod (a long-running service) hands its supervisor over to the native loop
+    too; the stop timeout and the app's exit code still hold."""
+    uf = tmp_path / "uuid"
+    p = spawn(pods, INSECURE, "run", "--stage1-flavor=fly", f"--uuid-file-save={uf}",
+              "--stop-timeout=1s", busybox_aci, "--exec", "/bin/sh", "--", "-c", trap)
+    wait_for(lambda: read_uuid(uf) != "" and pod_dirs(pods) != [], what="pod")
+    wait_for(lambda: _comm(p.pid) == "idle", what="supervisor idle")
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == expected, err
+    st = status(pods, read_uuid(uf))
+    assert st["state"] == "exited" and st["apps"][0]["exit_code"] == expected

@@ -70,6 +70,8 @@ def source_digest(src: Path) -> str:
             h.update(os.path.relpath(p, src).encode() + b"\0")
             if os.path.islink(p):
                 h.update(b"L" + os.readlink(p).encode())
+                if name.endswith(".c") and os.path.isfile(p):  # a shared source (fly → default)
+                    h.update(Path(p).read_bytes())
             else:
                 st = os.stat(p)
                 h.update(f"{st.st_mode:o}".encode())
@@ -96,7 +98,7 @@ def builtin_image(ctx: Context, store: Store, flavor: str) -> str:
     work = store._tmp_path("stage1-src")
     try:
         _with_digest(src, work, digest)
-        compile_native(ctx, work)
+        compile_native(ctx, src, work)
         build_aci(work, tmp, compress=False, owner_root=True, overwrite=True)
         image_id = store.import_aci(tmp)
         ctx.log(f"imported stage1 flavor {flavor} as {image_id[:39]}")
@@ -108,8 +110,11 @@ def builtin_image(ctx: Context, store: Store, flavor: str) -> str:
         rmtree(work)
 
 
-def compile_native(ctx: Context, work: Path) -> None:
+def compile_native(ctx: Context, flavor_dir: Path, work: Path) -> None:
     """Build a flavor's C helpers (``src/*.c`` → ``rootfs/podrun/<name>``) if it has any.
+
+    Sources are read from the flavor's own directory (``fly`` links the default
+    flavor's ``idle.c``); the binaries go into the copy being built.
 
     The default flavor's ``idle`` loop keeps long-running pods small (see its source);
     without a C compiler the flavor still works, its Python loops simply stay resident.
@@ -117,7 +122,8 @@ def compile_native(ctx: Context, work: Path) -> None:
     import shutil
     import subprocess
 
-    sources = sorted((work / "src").glob("*.c")) if (work / "src").is_dir() else []
+    src_dir = flavor_dir / "src"
+    sources = sorted(p.resolve() for p in src_dir.glob("*.c")) if src_dir.is_dir() else []
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     for source in sources:
         out = work / "rootfs" / "podrun" / source.stem

@@ -22,6 +22,12 @@ def main(argv: list[str]) -> int:
     pod_dir = Path.cwd()
     manifest = json.loads((pod_dir / "pod").read_text())
     cgroups = PodCgroups(uuid, parent, manifest["apps"], create=False)
+    if "--fly" in argv:  # the fly flavor: the waited-for process was the app itself
+        from podrun.stage1.fly import finish_fly
+
+        started = next((float(a.split("=", 1)[1]) for a in argv
+                        if a.startswith("--started=")), None)
+        return finish_fly(pod_dir, manifest["apps"][0]["name"], cgroups, wstatus, started)
     return finish(pod_dir, manifest, cgroups, wstatus)
 
 

@@ -15,24 +15,30 @@ import dataclasses
 import json
 import os
 import signal
+import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from podrun.errors import PodError
 from podrun.fsutil import atomic_write
+
+if TYPE_CHECKING:
+    from podrun.stage1.run import PodCgroups
 
 
 def run(argv: list[str]) -> int:
     from podrun.stage1 import specs
     from podrun.stage1.run import (
+        FORWARDED,
         PodCgroups,
+        go_idle,
         hold_tree_locks,
         make_pod_dirs,
         parse_args,
+        supervise,
         write_etc,
     )
-    from podrun.stage1.status import from_wait_status, write_status
     from podrun.stage1.stop import proc_starttime
     from podrun.stage2 import caps as capmod
 
@@ -71,33 +77,30 @@ def run(argv: list[str]) -> int:
         os.close(fd)
     runtime.update(init_pid=pid, init_starttime=proc_starttime(pid))
     atomic_write(pod_dir / "runtime.json", json.dumps(runtime).encode())
-    deadline: list[float] = []
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD, *FORWARDED})
+    wstatus = supervise(pid, opts.interactive, kill_after=opts.stop_timeout,
+                        on_timeout=cgroups.pod.kill_all)
+    if wstatus is None:  # a long-running service: hand over to the native loop
+        go_idle(pod_dir, info, pid, opts, extra=("--fly", f"--started={started}"),
+                kill_after=opts.stop_timeout)
+        wstatus = supervise(pid, opts.interactive, idle_after=None,
+                            kill_after=opts.stop_timeout, on_timeout=cgroups.pod.kill_all)
+    assert wstatus is not None
+    return finish_fly(pod_dir, spec.name, cgroups, wstatus, started)
 
-    def forward(sig: int, _frame: object) -> None:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        if sig == signal.SIGTERM and not deadline:
-            deadline.append(time.monotonic() + opts.stop_timeout)
-            signal.setitimer(signal.ITIMER_REAL, opts.stop_timeout)
 
-    def timeout(_sig: int, _frame: object) -> None:
-        cgroups.pod.kill_all()
+def finish_fly(pod_dir: Path, name: str, cgroups: PodCgroups, wstatus: int,
+               started: float | None) -> int:
+    """Record the app's end (the fly app is this process's own child), then clean up."""
+    from podrun.stage1.status import from_wait_status, write_status
 
-    signal.signal(signal.SIGALRM, timeout)
-    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-        signal.signal(sig, signal.SIG_IGN if (sig == signal.SIGINT and opts.interactive)
-                      else forward)
-    _, wstatus = os.waitpid(pid, 0)
-    signal.setitimer(signal.ITIMER_REAL, 0)
     code, sig = from_wait_status(wstatus)
     status = {"exit_code": code if sig is None else None, "signal": sig, "started": started,
               "finished": time.time(),
-              "oom_killed": sig == signal.SIGKILL and cgroups.oom_killed(spec.name)}
-    write_status(pod_dir / "apps" / spec.name, status)
+              "oom_killed": sig == signal.SIGKILL and cgroups.oom_killed(name)}
+    write_status(pod_dir / "apps" / name, status)
     try:
-        cgroups.destroy()
+        cgroups.destroy()  # kills what the app left behind in its cgroup
     except PodError as err:
-        print(f"podrun: warning: {err} (podrun gc will retry)")
+        print(f"podrun: warning: {err} (podrun gc will retry)", file=sys.stderr)
     return code

@@ -23,6 +23,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -206,25 +207,33 @@ FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 IDLE_AFTER = 1.0  # seconds a pod runs before its supervisor hands over to the native loop
 
 
-def supervise(init_pid: int, interactive: bool, idle_after: float | None = IDLE_AFTER
-              ) -> int | None:
+def supervise(init_pid: int, interactive: bool, idle_after: float | None = IDLE_AFTER,
+              kill_after: float | None = None,
+              on_timeout: Callable[[], None] | None = None) -> int | None:
     """Wait for the init, forwarding SIGTERM/SIGINT/SIGHUP to it (SIGINT not when
     interactive: the terminal sends it to the app itself). The signals are blocked and
-    taken with sigtimedwait. Returns the init's wait status, or None once
-    ``idle_after`` seconds have passed with the pod still running."""
+    taken with sigtimedwait. With ``kill_after`` (the fly flavor, whose "init" is the
+    app), ``on_timeout`` runs that many seconds after the first SIGTERM. Returns the
+    init's wait status, or None once ``idle_after`` seconds have passed with the pod
+    still running."""
     watched = {signal.SIGCHLD, *FORWARDED}
-    deadline = None if idle_after is None else time.monotonic() + idle_after
+    idle_at = None if idle_after is None else time.monotonic() + idle_after
+    kill_at: float | None = None
     while True:
         pid, wstatus = os.waitpid(init_pid, os.WNOHANG)
         if pid == init_pid:
             return wstatus
-        if deadline is None:
-            info = signal.sigwaitinfo(watched)
-        else:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            info = signal.sigtimedwait(watched, left)
+        now = time.monotonic()
+        if kill_at is not None and now >= kill_at:
+            kill_at = None
+            if on_timeout is not None:
+                on_timeout()
+            continue
+        if idle_at is not None and now >= idle_at and kill_at is None:
+            return None
+        until = kill_at if kill_at is not None else idle_at  # no hand-over while stopping
+        info = (signal.sigwaitinfo(watched) if until is None
+                else signal.sigtimedwait(watched, max(0.0, until - now)))
         if info is None or info.si_signo == signal.SIGCHLD:
             continue
         if info.si_signo == signal.SIGINT and interactive:
@@ -233,6 +242,8 @@ def supervise(init_pid: int, interactive: bool, idle_after: float | None = IDLE_
             os.kill(init_pid, info.si_signo)
         except ProcessLookupError:
             pass
+        if info.si_signo == signal.SIGTERM and kill_after is not None and kill_at is None:
+            kill_at = time.monotonic() + kill_after
 
 
 def idle_binary(info: dict[str, Any]) -> Path | None:
@@ -241,7 +252,8 @@ def idle_binary(info: dict[str, Any]) -> Path | None:
     return path if os.access(path, os.X_OK) else None
 
 
-def go_idle(pod_dir: Path, info: dict[str, Any], init_pid: int, opts: Any) -> None:
+def go_idle(pod_dir: Path, info: dict[str, Any], init_pid: int, opts: Any,
+            extra: tuple[str, ...] = (), kill_after: float | None = None) -> None:
     """Exec the native loop, which waits for the init as this process would, then execs
     ``python -m podrun.stage1.finish``. Same PID, same child; the watched signals stay
     blocked across the exec, so none is lost or default-handled in between."""
@@ -253,9 +265,12 @@ def go_idle(pod_dir: Path, info: dict[str, Any], init_pid: int, opts: Any) -> No
     args = [str(binary), "wait", "--init", str(init_pid)]
     if opts.interactive:
         args.append("--interactive")
-    args += ["--", sys.executable, "-m", "podrun.stage1.finish", opts.uuid]
+    if kill_after is not None:
+        args += ["--kill-after", str(int(kill_after * 1000))]
+    args += ["--", sys.executable, "-m", "podrun.stage1.finish", *extra]
     if opts.cgroup_parent:
-        args.insert(-1, f"--cgroup-parent={opts.cgroup_parent}")
+        args.append(f"--cgroup-parent={opts.cgroup_parent}")
+    args.append(opts.uuid)
     os.execv(binary, args)
 
 

@@ -14,9 +14,11 @@
  *       SIGINT (unless --interactive) and SIGHUP to the running apps; after a
  *       SIGTERM, SIGKILLs every process of the pod once MS ms have passed; exits 0
  *       when every app has exited.
- *   idle wait --init PID [--interactive] -- FINISH...
+ *   idle wait --init PID [--interactive] [--kill-after MS] -- FINISH...
  *       The supervisor. Forwards SIGTERM, SIGINT (unless --interactive) and SIGHUP
- *       to PID, reaps it, then execs FINISH... --wstatus=N (N: the raw wait status).
+ *       to PID (with --kill-after, SIGKILLs it MS ms after the first SIGTERM: the fly
+ *       flavor, whose PID is the app), reaps it, then execs FINISH... --wstatus=N
+ *       (N: the raw wait status).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -88,7 +90,7 @@ static void write_status(const char *dir, struct app *a, int wstatus) {
 
 static int usage(void) {
     fputs("usage: idle init --apps-dir DIR --stop-timeout MS [--interactive] PID:NAME:STARTED...\n"
-          "       idle wait --init PID [--interactive] -- FINISH...\n", stderr);
+          "       idle wait --init PID [--interactive] [--kill-after MS] -- FINISH...\n", stderr);
     return 254;
 }
 
@@ -175,9 +177,12 @@ static int run_init(int argc, char **argv) {
 static int run_wait(int argc, char **argv) {
     pid_t init = 0;
     int interactive = 0, i;
+    double kill_after = -1, deadline = 0;
     for (i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--init") && i + 1 < argc)
             init = (pid_t)atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--kill-after") && i + 1 < argc)
+            kill_after = atof(argv[++i]) / 1000.0;
         else if (!strcmp(argv[i], "--interactive"))
             interactive = 1;
         else if (!strcmp(argv[i], "--")) {
@@ -206,10 +211,27 @@ static int run_wait(int argc, char **argv) {
             wstatus = 254 << 8;
             break;
         }
+        if (deadline > 0 && now_mono() >= deadline) {
+            kill(init, SIGKILL);
+            deadline = 0;
+            continue;
+        }
         siginfo_t info;
-        int sig = sigwaitinfo(&set, &info);
+        struct timespec ts;
+        int sig;
+        if (deadline > 0) {
+            double left = deadline - now_mono();
+            if (left < 0)
+                left = 0;
+            ts.tv_sec = (time_t)left;
+            ts.tv_nsec = (long)((left - (double)ts.tv_sec) * 1e9);
+            sig = sigtimedwait(&set, &info, &ts);
+        } else
+            sig = sigwaitinfo(&set, &info);
         if (sig == SIGTERM || sig == SIGHUP || (sig == SIGINT && !interactive))
             kill(init, sig);
+        if (sig == SIGTERM && kill_after >= 0 && deadline == 0)
+            deadline = now_mono() + kill_after;
     }
     sigprocmask(SIG_UNBLOCK, &set, NULL);
     char **args = calloc((size_t)nfinish + 2, sizeof *args);
