@@ -133,35 +133,14 @@ def _podrun_roots() -> list[Path]:
     return roots
 
 
-def _procs(d: Path) -> list[int]:
-    pids: list[int] = []
-    for f in d.rglob("cgroup.procs"):
-        try:
-            pids += [int(x) for x in f.read_text().split()]
-        except OSError:
-            pass
-    return pids
-
-
 def _wipe(d: Path) -> None:
-    deadline = time.monotonic() + 10
-    while d.exists():
-        for pid in _procs(d):  # only the benchmark's own processes can be here
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        for sub in sorted((p for p in d.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-            try:
-                sub.rmdir()
-            except OSError:
-                pass
-        try:
-            d.rmdir()
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+    """Kill what is left in *d* (only the benchmark's processes) and remove it, with the
+    same code ``podrun gc`` uses."""
+    from podrun.stage1.gc import kill_cgroup_processes, remove_cgroups
+
+    if d.exists():
+        kill_cgroup_processes([d])
+        remove_cgroups([d], timeout=10)
 
 
 @contextmanager

@@ -8,10 +8,7 @@ the test if it cannot.
 
 from __future__ import annotations
 
-import os
 import secrets
-import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,25 +28,13 @@ def roots() -> list[Path]:
 
 
 def wipe(d: Path) -> None:
-    """Kill what is left in *d* (only our test processes can be there) and remove it."""
-    deadline = time.monotonic() + 10
-    while d.exists():
-        for pid in cgroups.common.procs(d):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        for sub in sorted((p for p in d.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-            try:
-                sub.rmdir()
-            except OSError:
-                pass
-        try:
-            d.rmdir()
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+    """Kill what is left in *d* (only our test processes can be there) and remove it,
+    with the same code ``podrun gc`` uses for a pod's cgroups."""
+    from podrun.stage1.gc import kill_cgroup_processes, remove_cgroups
+
+    if d.exists():
+        kill_cgroup_processes([d])
+        remove_cgroups([d], timeout=10)
 
 
 def leftovers(name: str) -> list[Path]:

@@ -52,6 +52,21 @@ static double now_mono(void) {
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* Wait for one of the signals in set, until deadline (CLOCK_MONOTONIC seconds; 0 =
+ * no deadline). Returns the signal, or -1 on timeout/interruption. */
+static int wait_signal(const sigset_t *set, double deadline) {
+    siginfo_t info;
+    if (deadline <= 0)
+        return sigwaitinfo(set, &info);
+    double left = deadline - now_mono();
+    if (left < 0)
+        left = 0;
+    struct timespec ts;
+    ts.tv_sec = (time_t)left;
+    ts.tv_nsec = (long)((left - (double)ts.tv_sec) * 1e9);
+    return sigtimedwait(set, &info, &ts);
+}
+
 static void write_status(const char *dir, struct app *a, int wstatus) {
     char path[4096], tmp[4096], body[512];
     int code, sig;
@@ -151,17 +166,7 @@ static int run_init(int argc, char **argv) {
             deadline = 0;
             continue;
         }
-        siginfo_t info;
-        struct timespec ts, *tsp = NULL;
-        if (deadline > 0) {
-            double left = deadline - now_mono();
-            if (left < 0)
-                left = 0;
-            ts.tv_sec = (time_t)left;
-            ts.tv_nsec = (long)((left - (double)ts.tv_sec) * 1e9);
-            tsp = &ts;
-        }
-        int sig = tsp ? sigtimedwait(&set, &info, tsp) : sigwaitinfo(&set, &info);
+        int sig = wait_signal(&set, deadline);
         if (sig == SIGTERM || sig == SIGHUP || (sig == SIGINT && !interactive)) {
             for (i = 0; i < napps; i++)
                 if (!apps[i].done)
@@ -216,18 +221,7 @@ static int run_wait(int argc, char **argv) {
             deadline = 0;
             continue;
         }
-        siginfo_t info;
-        struct timespec ts;
-        int sig;
-        if (deadline > 0) {
-            double left = deadline - now_mono();
-            if (left < 0)
-                left = 0;
-            ts.tv_sec = (time_t)left;
-            ts.tv_nsec = (long)((left - (double)ts.tv_sec) * 1e9);
-            sig = sigtimedwait(&set, &info, &ts);
-        } else
-            sig = sigwaitinfo(&set, &info);
+        int sig = wait_signal(&set, deadline);
         if (sig == SIGTERM || sig == SIGHUP || (sig == SIGINT && !interactive))
             kill(init, sig);
         if (sig == SIGTERM && kill_after >= 0 && deadline == 0)
