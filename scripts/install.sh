@@ -24,7 +24,7 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check \
   --config-settings editable_mode=compat -e '.[test]' 2>&1 \
   | grep -v -E "^WARNING: Location .* is ignored" || true
-.venv/bin/python -c 'import podrun, cffi, gnupg, requests, jsonschema, pyroute2, pytest'
+.venv/bin/python -c 'import podrun, cffi, gnupg, requests, jsonschema, pyroute2, tqdm, setproctitle, pytest'
 # Byte-compile podrun so each `podrun run` does not recompile it (PYTHONDONTWRITEBYTECODE
 # environments never write .pyc files themselves).
 .venv/bin/python -m compileall -q podrun >/dev/null

@@ -396,3 +396,18 @@ def test_app_sees_no_host_path(pods: PodrunEnv, aci: Path, tmp_path: Path) -> No
         assert needle not in mounts, (needle, mounts)
     targets = {line.split()[1] for line in mounts.splitlines()}
     assert {"/", "/proc", "/dev", "/sys", "/h", "/e"} <= targets, mounts
+
+
+def test_init_command_line_names_no_host_path(pods: PodrunEnv, aci: Path) -> None:
+    """/proc/1/cmdline is readable by every app (dumpability does not guard it): the
+    pod init retitles itself instead of showing podrun's interpreter and arguments —
+    in its Python phase and after its hand-over to the native idle loop."""
+    script = ("tr '\\0' ' ' </proc/1/cmdline; echo; sleep 1.6; "
+              "tr '\\0' ' ' </proc/1/cmdline; echo")
+    r = sh(pods, aci, script)
+    early, late = r.stdout.splitlines()
+    assert early.strip() == "podrun-init", early
+    assert late.startswith("/podrun/idle init --apps-dir /opt/podrun/pod/apps"), late
+    for line in (early, late):
+        assert sys.executable not in line and sys.prefix not in line
+        assert str(pods.data_dir) not in line

@@ -54,6 +54,17 @@ def entrypoint(info: dict[str, Any], kind: str) -> tuple[bool, str, Path | None]
     return bool(s1.get("builtin")), s1.get("flavor", "external"), path
 
 
+def prepare_retitle() -> None:
+    """Let the pod init retitle itself later (stage1/init_main.py): setproctitle finds
+    the command line through the original environment, so it must look before
+    anything changes ``os.environ``."""
+    try:
+        import setproctitle
+    except ImportError:
+        return
+    setproctitle.getproctitle()
+
+
 def start_pod(ctx: Context, pod: Pod, overrides: dict[str, Any] | None = None) -> int:
     """Run a locked, prepared pod in the foreground; returns the pod's exit code."""
     info = pod.info()
@@ -67,6 +78,8 @@ def start_pod(ctx: Context, pod: Pod, overrides: dict[str, Any] | None = None) -
         info.update(overrides)
         pod.update_info(**overrides)
     builtin, flavor, path = entrypoint(info, "run")
+    if builtin:
+        prepare_retitle()
     pod.move("run")
     fd = pod.lock_fd
     assert fd is not None

@@ -29,6 +29,16 @@ def loopback_up() -> None:
         fcntl.ioctl(s.fileno(), siocsifflags, struct.pack("16sh", b"lo", flags | iff_up))
 
 
+def hide_command_line() -> None:
+    """The apps can read PID 1's /proc/1/cmdline (dumpability does not guard it), which
+    would name host paths (the interpreter, podrun's own arguments): retitle it."""
+    try:
+        from setproctitle import setproctitle
+    except ImportError:  # optional: then the title stays podrun's own command line
+        return
+    setproctitle("podrun-init")
+
+
 def init_main(pod_dir: Path, manifest: dict[str, Any], info: dict[str, Any], opts: Any,
               hostname: str, etc_files: dict[str, str], sync_r: int,
               cgroup_procs: dict[str, list[str]]) -> NoReturn:
@@ -37,6 +47,7 @@ def init_main(pod_dir: Path, manifest: dict[str, Any], info: dict[str, Any], opt
         from podrun.linux.calls import set_dumpable, set_pdeathsig, sethostname, unshare
 
         set_pdeathsig(signal.SIGKILL)
+        hide_command_line()
         flags = c.CLONE_NEWNS | c.CLONE_NEWUTS | c.CLONE_NEWIPC
         if opts.net != "host":
             flags |= c.CLONE_NEWNET
