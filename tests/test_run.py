@@ -380,3 +380,34 @@ def test_idle_fly_pod(pods: PodrunEnv, busybox_aci: Path, tmp_path: Path, trap: 
     assert p.returncode == expected, err
     st = status(pods, read_uuid(uf))
     assert st["state"] == "exited" and st["apps"][0]["exit_code"] == expected
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--caps-retain=CAP_BOGUS", "CAP_BOGUS"),
+    ("--seccomp=mode=remove,nosuchcall", "nosuchcall"),
+    ("--seccomp=mode=remove,errno=EBOGUS,mkdir", "EBOGUS"),
+])
+def test_unknown_isolator_names_leave_no_pod(pods: PodrunEnv, busybox_aci: Path, flag: str,
+                                              message: str) -> None:
+    fetch(pods, busybox_aci)
+    r = pods.run("run", "example.com/busybox", flag)
+    assert r.returncode == 254 and r.stderr.count("\n") == 1 and message in r.stderr
+    assert pod_dirs(pods) == []
+
+
+def test_init_failure_is_reported_and_cleaned_up(pods: PodrunEnv, busybox_aci: Path,
+                                                 tmp_path: Path, test_parent: str) -> None:
+    """A pod whose init cannot start (its host volume vanished after prepare) ends with
+    one line and 254, and leaves no cgroup or mount behind."""
+    from tests.cgrouputil import leftovers
+
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    fetch(pods, busybox_aci)
+    uuid = pods.run("prepare", f"--volume=v,kind=host,source={vol}", "example.com/busybox",
+                    "--mount=volume=v,target=/v", check=True).stdout.strip()
+    vol.rmdir()
+    r = pods.run("run-prepared", uuid)
+    assert r.returncode == 254 and "pod init" in r.stderr, r.stderr
+    assert status(pods, uuid)["state"] == "exited"
+    assert leftovers(test_parent.strip("/")) == []

@@ -443,6 +443,17 @@ def check_sysctls(manifest: dict[str, Any], net: str) -> None:
             raise UsageError(str(err)) from None
 
 
+def check_isolators(manifest: dict[str, Any]) -> None:
+    """Capability and syscall names are known (before any pod dir exists)."""
+    from podrun.stage1.specs import check_isolators as check
+
+    for rapp in manifest["apps"]:
+        try:
+            check(rapp["name"], rapp["app"])
+        except PodError as err:
+            raise UsageError(str(err)) from None
+
+
 def check_user(name: str, app: dict[str, Any], rootfs: Path) -> None:
     """User and group names must exist in the image's own /etc files (checked early)."""
     from podrun.stage2.users import resolve_user
@@ -477,6 +488,7 @@ def prepare(ctx: Context, ra: RunArgs) -> Pod:
     # pass is skipped; every rule still runs, and what podrun needs to run it.
     PodManifest.from_json(plan.manifest, trusted=True).check_runnable()
     check_sysctls(plan.manifest, opts["net"])
+    check_isolators(plan.manifest)
     stage1 = resolve_stage1(ctx, store, fetcher, opts.pop("stage1"))
     if stage1.flavor == "fly" and len(plan.app_images) != 1:
         raise UsageError("the fly stage1 runs exactly one app")

@@ -193,7 +193,10 @@ def run(argv: list[str]) -> int:
 
     watched = {signal.SIGCHLD, *FORWARDED}
     signal.pthread_sigmask(signal.SIG_BLOCK, watched)
-    os.write(sync_w, b"go")
+    try:
+        os.write(sync_w, b"go")
+    except BrokenPipeError:
+        pass  # the init already failed (it said why on stderr): collect it below
     os.close(sync_w)
     wstatus = supervise(pid, opts.interactive)
     if wstatus is None:

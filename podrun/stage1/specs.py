@@ -105,6 +105,25 @@ class View:
         return vol["source"] if self.volumes is None else f"{self.volumes}/{vol['name']}"
 
 
+def check_isolators(name: str, app: dict[str, Any]) -> None:
+    """Capability and syscall names must exist (checked by stage0 before the pod runs)."""
+    from podrun.stage2 import caps as capmod
+    from podrun.stage2 import seccomp
+
+    iso = isolators(app)
+    retain = (iso.get("os/linux/capabilities-retain-set") or {}).get("set")
+    remove = (iso.get("os/linux/capabilities-remove-set") or {}).get("set")
+    try:
+        if retain is not None or remove is not None:
+            capmod.resolve(retain, remove)
+        for mode in ("retain", "remove"):
+            value = iso.get(f"os/linux/seccomp-{mode}-set")
+            if value:
+                seccomp.build_filter(mode, value["set"], value.get("errno"))  # type: ignore[arg-type]
+    except ValueError as err:
+        raise PodError(f"app {name}: {err}") from None
+
+
 def app_specs(manifest: dict[str, Any], info: dict[str, Any], *,
               etc_files: dict[str, str], view: View | None = None) -> list[AppSpec]:
     from podrun.stage2.app import AppSpec, MountSpec
