@@ -4,7 +4,6 @@ Layout under ``<data>/cas/docker/``::
 
     layers/sha256/<hex>    uncompressed layer tars, named by their diffID (sha256)
     digests/sha256/<hex>   a compressed blob's digest → the diffID it unpacks to
-    blobs/sha256/<hex>     small blobs (configs, manifests), as fetched
     tmp/                   downloads in progress (<kind>-<pid>-<rand>)
 
 A layer is written to a temp file while its compressed bytes are hashed
@@ -90,16 +89,15 @@ class _Decompressor:
 
 
 class LayerCache:
-    """Verified, decompressed layers and small blobs, keyed by digest (see module doc)."""
+    """Verified, decompressed layers, keyed by digest (see module doc)."""
 
     def __init__(self, store_root: Path, *, verify: bool = True) -> None:
         self.root = store_root / "docker"
         self.layers = self.root / "layers" / "sha256"
         self.digests = self.root / "digests" / "sha256"
-        self.blobs = self.root / "blobs" / "sha256"
         self.tmp = self.root / "tmp"
         self.verify = verify
-        for d in (self.layers, self.digests, self.blobs, self.tmp):
+        for d in (self.layers, self.digests, self.tmp):
             d.mkdir(parents=True, exist_ok=True)
         self.sweep()
 
@@ -187,22 +185,6 @@ class LayerCache:
             return got_diff, dest
         finally:
             tmp.unlink(missing_ok=True)
-
-    # small blobs ---------------------------------------------------------------
-    def get_blob(self, digest: str) -> bytes | None:
-        path = self.blobs / hex_of(digest)
-        try:
-            data = path.read_bytes()
-        except OSError:
-            return None
-        if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
-            path.unlink(missing_ok=True)
-            return None
-        return data
-
-    def put_blob(self, digest: str, data: bytes) -> None:
-        """Keep a small verified blob (the caller checked ``data`` against ``digest``)."""
-        self._write_small(self.blobs / hex_of(digest), data)
 
     def _write_small(self, dest: Path, data: bytes) -> None:
         tmp = self._tmp("blob")

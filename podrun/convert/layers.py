@@ -49,7 +49,6 @@ import io
 import os
 import posixpath
 import tarfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -297,9 +296,6 @@ class Rootfs:
         self._insert(name, Node(m, index, inode))
 
     # output ----------------------------------------------------------------------
-    def _entry(self, path: str, node: Node) -> Entry:
-        return Entry(path, node.header())
-
     def squashed(self) -> list[Entry]:
         """Every entry of the final tree, in output order, hardlinks resolved."""
         return self._resolve(sorted(self.nodes, key=_sort_key), lower=set())
@@ -453,6 +449,3 @@ def write_entries(out: TarWriter, entries: list[Entry], layers: list[tarfile.Tar
             out.add(ti)
 
 
-def iter_paths(entries: list[Entry]) -> Iterator[str]:
-    for e in entries:
-        yield e.path

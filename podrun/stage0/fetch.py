@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -49,7 +49,6 @@ class FetchOptions:
     os: str | None = None          # docker/OCI platform choice (default: the host's)
     arch: str | None = None
     no_squash: bool = False        # docker/OCI: one ACI per layer, chained by dependencies
-    _verified: set[str] = field(default_factory=set)
 
 
 def classify(ref: str) -> str:

@@ -195,7 +195,6 @@ def sysctls(manifest: dict[str, Any]) -> dict[str, str]:
 NAMESPACED_SYSCTLS = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem",
                       "kernel.shmall", "kernel.shmmax", "kernel.shmmni",
                       "kernel.shm_rmid_forced")
-NAMESPACED_PREFIXES = ("fs.mqueue.", "net.")
 
 
 def check_sysctl(name: str, net: str) -> None:
