@@ -52,6 +52,17 @@ static double now_mono(void) {
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* The signals both loops take synchronously: SIGCHLD and the forwarded ones. They
+ * are already blocked by the Python stage1 that exec'd us; blocking again is a no-op. */
+static void block_watched(sigset_t *set) {
+    sigemptyset(set);
+    sigaddset(set, SIGCHLD);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGHUP);
+    sigprocmask(SIG_BLOCK, set, NULL);
+}
+
 /* Wait for one of the signals in set, until deadline (CLOCK_MONOTONIC seconds; 0 =
  * no deadline). Returns the signal, or -1 on timeout/interruption. */
 static int wait_signal(const sigset_t *set, double deadline) {
@@ -137,12 +148,7 @@ static int run_init(int argc, char **argv) {
     if (!dir)
         return usage();
     sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGCHLD);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    sigprocmask(SIG_BLOCK, &set, NULL);
+    block_watched(&set);
     double deadline = 0;
     int stopping = 0;
     running = napps;
@@ -201,12 +207,7 @@ static int run_wait(int argc, char **argv) {
     char **finish = argv + i;
     int nfinish = argc - i;
     sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGCHLD);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    sigprocmask(SIG_BLOCK, &set, NULL);
+    block_watched(&set);
     int wstatus = 0;
     for (;;) {
         pid_t pid = waitpid(init, &wstatus, WNOHANG);
